@@ -1,0 +1,147 @@
+"""The one settings model. Every timing and limit of the daemon lives here so that
+operators can tune it through `GRASP_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+StrList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: object) -> object:
+    """Accept comma- or whitespace-separated strings for list settings, as env vars are flat."""
+    if isinstance(value, str):
+        return [item for item in value.replace(",", " ").split() if item]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRASP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- service identity -------------------------------------------------------------
+    domain: str = Field("127.0.0.1:8080", description="public host[:port] in clone/relays URLs")
+    bind: str = Field("127.0.0.1:8080", description="listen address host:port")
+    data_dir: Path = Path("./data")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    # --- NIP-11 -------------------------------------------------------------------------
+    relay_name: str = "grasp-relay"
+    relay_description: str = "A GRASP relay: git repositories authorised by signed Nostr events"
+    owner_npub: str = ""
+    relay_contact: str = ""
+
+    # --- relay limits (advertised in NIP-11 `limitation`) -------------------------------
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    max_subscriptions: int = Field(50, ge=1)
+    max_filters: int = Field(20, ge=1)
+    max_limit: int = Field(5000, ge=1)
+    default_limit: int = Field(500, ge=1)
+    max_event_tags: int = Field(2500, ge=1)
+    max_content_bytes: int = Field(128 * 1024, ge=1)
+    max_created_at_future_s: int = Field(900, ge=0)
+    max_subid_length: int = Field(256, ge=1)
+
+    # --- store --------------------------------------------------------------------------
+    store_batch_max: int = Field(500, ge=1, description="events per write transaction")
+
+    # --- curation (GRASP-05 archive and operator lists) ---------------------------------
+    archive_whitelist: StrList = Field(default_factory=list)
+    pubkey_blacklist: StrList = Field(default_factory=list)
+
+    # --- purgatory and sync -------------------------------------------------------------
+    purgatory_expiry_s: float = Field(1800, gt=0)
+    purgatory_sweep_s: float = Field(5, gt=0, description="how often expiry is checked")
+    sync_enabled: bool = True
+    sync_user_delay_s: float = Field(180, ge=0)
+    sync_synced_delay_s: float = Field(0.5, ge=0)
+    sync_backoff_base_s: float = Field(20, gt=0)
+    sync_backoff_max_s: float = Field(120, gt=0)
+    sync_max_concurrent: int = Field(32, ge=1, description="identifier sync tasks at once")
+    throttle_max_concurrent: int = Field(5, ge=1)
+    throttle_max_per_minute: int = Field(30, ge=1)
+    throttle_window_s: float = Field(60, gt=0)
+    fetch_timeout_s: float = Field(120, gt=0)
+    fetch_cooloff_s: float = Field(60, ge=0, description="pause for a domain after a network failure")
+
+    # --- git ----------------------------------------------------------------------------
+    max_push_bytes: int = Field(1024**3, ge=1024)
+    max_gzip_bytes: int = Field(64 * 1024**2, ge=1024, description="decoded size cap of gzip bodies")
+    git_binary: str = "git"
+
+    # --- operations ---------------------------------------------------------------------
+    metrics_enabled: bool = True
+    shutdown_timeout_s: float = Field(20, ge=0)
+    max_connections: int = Field(2000, ge=1)
+    max_connections_per_ip: int = Field(100, ge=1)
+    events_per_minute_per_conn: int = Field(1200, ge=1)
+    events_per_minute_per_ip: int = Field(3000, ge=1)
+    reqs_per_minute_per_conn: int = Field(600, ge=1)
+    nostr_ref_pushes_per_ip_per_hour: int = Field(60, ge=1)
+    nostr_ref_push_max_bytes: int = Field(100 * 1024**2, ge=1024)
+    trusted_proxies: StrList = Field(default_factory=list)
+
+    @field_validator("archive_whitelist", "pubkey_blacklist", "trusted_proxies", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value or "/" in value or " " in value:
+            raise ValueError("must be a bare host[:port], e.g. git.example.org")
+        return value
+
+    @property
+    def bind_host(self) -> str:
+        return self.bind.rpartition(":")[0].strip("[]")
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.bind.rpartition(":")[2])
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "events.sqlite3"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+
+class SettingsError(Exception):
+    """A one-line, operator-facing description of a bad setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning pydantic's multi-line report into one line naming the
+    setting, because operators read this in a journal or `docker logs`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "GRASP_" + "_".join(str(p) for p in first["loc"][:1]).upper()
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

@@ -1,0 +1,1 @@
+"""Events waiting for their git data, and the service that fetches that data."""

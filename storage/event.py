@@ -1,0 +1,163 @@
+"""The Nostr event value and its NIP-01 checks.
+
+The id is recomputed in Python and the BIP-340 signature checked with coincurve: measured
+at about 3.5x the speed of nostr-sdk's parse+verify, and this runs for every EVENT."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from coincurve import PublicKeyXOnly
+
+HEX = frozenset("0123456789abcdef")
+
+
+class EventError(ValueError):
+    """An event that is malformed or fails its id/signature check; the message is client-facing."""
+
+
+def is_hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and HEX.issuperset(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    pubkey: str
+    created_at: int
+    kind: int
+    tags: tuple[tuple[str, ...], ...]
+    content: str
+    sig: str
+
+    # --- construction ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, obj: Any) -> "Event":
+        """Validate the shape of a wire event; raises EventError with a NIP-01 style reason."""
+        if not isinstance(obj, dict):
+            raise EventError("event is not a JSON object")
+        try:
+            id_, pubkey, sig = obj["id"], obj["pubkey"], obj["sig"]
+            created_at, kind, tags, content = (
+                obj["created_at"], obj["kind"], obj["tags"], obj["content"]
+            )
+        except KeyError as exc:
+            raise EventError(f"missing field {exc.args[0]}") from None
+        if not is_hex(id_, 64):
+            raise EventError("id must be 64 lowercase hex characters")
+        if not is_hex(pubkey, 64):
+            raise EventError("pubkey must be 64 lowercase hex characters")
+        if not is_hex(sig, 128):
+            raise EventError("sig must be 128 lowercase hex characters")
+        if type(created_at) is not int or created_at < 0:
+            raise EventError("created_at must be a non-negative integer")
+        if type(kind) is not int or not 0 <= kind <= 65535:
+            raise EventError("kind must be an integer between 0 and 65535")
+        if not isinstance(content, str):
+            raise EventError("content must be a string")
+        if not isinstance(tags, list) or not all(
+            isinstance(t, list) and t and all(isinstance(v, str) for v in t) for t in tags
+        ):
+            raise EventError("tags must be a list of non-empty lists of strings")
+        return cls(id_, pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Event":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise EventError(f"bad JSON: {exc.msg}") from None
+
+    # --- serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pubkey": self.pubkey,
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "tags": [list(t) for t in self.tags],
+            "content": self.content,
+            "sig": self.sig,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    # --- NIP-01 checks ----------------------------------------------------------------
+    def computed_id(self) -> str:
+        payload = [0, self.pubkey, self.created_at, self.kind, [list(t) for t in self.tags], self.content]
+        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+    def verify(self) -> None:
+        """Raise EventError unless the id matches the content and the signature is valid."""
+        if self.computed_id() != self.id:
+            raise EventError("event id does not match its content")
+        try:
+            ok = PublicKeyXOnly(bytes.fromhex(self.pubkey)).verify(
+                bytes.fromhex(self.sig), bytes.fromhex(self.id)
+            )
+        except ValueError:
+            ok = False
+        if not ok:
+            raise EventError("bad signature")
+
+    # --- kinds and tags ----------------------------------------------------------------
+    @property
+    def is_replaceable(self) -> bool:
+        return self.kind in (0, 3) or 10000 <= self.kind < 20000
+
+    @property
+    def is_ephemeral(self) -> bool:
+        return 20000 <= self.kind < 30000
+
+    @property
+    def is_addressable(self) -> bool:
+        return 30000 <= self.kind < 40000
+
+    @property
+    def d_tag(self) -> str:
+        for tag in self.tags:
+            if tag[0] == "d":
+                return tag[1] if len(tag) > 1 else ""
+        return ""
+
+    @property
+    def coordinate(self) -> str | None:
+        """`kind:pubkey:d` for addressable events, `kind:pubkey:` for replaceable ones."""
+        if self.is_addressable:
+            return f"{self.kind}:{self.pubkey}:{self.d_tag}"
+        if self.is_replaceable:
+            return f"{self.kind}:{self.pubkey}:"
+        return None
+
+    def tag_values(self, name: str) -> list[str]:
+        """First values of every tag called `name`."""
+        return [t[1] for t in self.tags if t[0] == name and len(t) > 1]
+
+    def tag_all_values(self, name: str) -> list[str]:
+        """Every value of every tag called `name` (NIP-34 `clone`, `relays`, `maintainers`
+        put many values in one tag)."""
+        return [v for t in self.tags if t[0] == name for v in t[1:]]
+
+    def first_tag(self, name: str) -> tuple[str, ...] | None:
+        for tag in self.tags:
+            if tag[0] == name:
+                return tag
+        return None
+
+
+def sign_event(secret_hex: str, kind: int, content: str, tags: list[list[str]], created_at: int) -> Event:
+    """Build and sign an event with coincurve. Used by tests, benches and tools; the daemon
+    itself never signs."""
+    from coincurve import PrivateKey
+
+    key = PrivateKey(bytes.fromhex(secret_hex))
+    pubkey = key.public_key_xonly.format().hex()
+    draft = Event("0" * 64, pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, "0" * 128)
+    event_id = draft.computed_id()
+    sig = key.sign_schnorr(bytes.fromhex(event_id)).hex()
+    return Event(event_id, pubkey, created_at, kind, draft.tags, content, sig)
