@@ -1,0 +1,344 @@
+"""GRASP acceptance: which events we store, hold in purgatory, or refuse.
+
+Each rule is a small pure function `(event, view, ctx) -> Verdict | None`; None passes the
+event on to the next rule, and `decide` runs them in order. The rules read the world through
+`ReadView` only, so they are unit-tested against a dict and the store stays unaware of them.
+
+Choices the protocol leaves open (see grasp-protocol.md, "Which events are accepted"):
+
+- The pubkey blacklist applies to every kind, before anything else.
+- Announcements: accepted when they list us in both `clone` and `relays`, when the archive
+  whitelist names them, or when the author is in the recursive maintainer set of another
+  accepted announcement with the same identifier. Accepted ones go to the purgatory, except
+  an update of an announcement we already serve (its repo is live: metadata changes must not
+  make it vanish) and a maintainer-exception announcement hanging off a served one (clients
+  need it to resolve the maintainer chain now, and its git data is the served repo's).
+- States need an announcement for their identifier whose maintainer set holds the author,
+  else `invalid:`; they always go to the purgatory (the caller may release them at once
+  when the git data is already here).
+- PRs (1618) and PR updates (1619) must name a known repository and carry a `c` tip; they go
+  to the purgatory. A PR update finds its repository through its root PR (`E`), falling
+  back to its own `a` tags.
+- Deletions (kind 5) are stored when they name at least one known event or address of their
+  own author: deleting is harmless, but storing deletions of nothing would let anyone
+  park arbitrary kind-5 events here.
+- Ephemeral events are refused: this relay serves a repository graph at rest, not a
+  general-purpose fan-out.
+- Everything else is stored when it tags, or is tagged by, an event of the repo graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol
+
+import structlog
+
+from config.settings import Settings
+from storage import nip34
+from storage.event import Event, is_hex
+
+log = structlog.get_logger(__name__)
+
+Action = Literal["store", "purgatory", "reject"]
+PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
+
+
+class ReadView(Protocol):
+    """What the policy may ask the store. "Known" means stored or held in purgatory."""
+
+    def announcement(self, pubkey: str, identifier: str) -> Event | None: ...
+    def served_announcement(self, pubkey: str, identifier: str) -> Event | None: ...
+    def announcements_for(self, identifier: str) -> list[Event]: ...
+    def has_event(self, event_id: str) -> bool: ...
+    def get_event(self, event_id: str) -> Event | None: ...
+    def has_coordinate(self, coordinate: str) -> bool: ...
+    def is_referenced(self, event_id: str, coordinate: str | None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    message: str = ""
+    #: The repository (identifier) a stored/held event concerns, when it can be told.
+    identifier: str | None = None
+    #: The owner whose repo is primarily concerned (the announcement author, a state's own
+    #: announcement if it has one, the first repository a PR names).
+    owner: str | None = None
+    #: Every owner whose repo this event concerns (a state is authoritative for all owners
+    #: whose maintainer set holds its author).
+    owners: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.action != "reject"
+
+
+def reject(message: str) -> Verdict:
+    return Verdict("reject", message)
+
+
+def _accept(action: Action, identifier: str | None, owners: list[str] | tuple[str, ...]) -> Verdict:
+    message = PURGATORY_MESSAGE if action == "purgatory" else ""
+    owners = tuple(owners)
+    return Verdict(action, message, identifier, owners[0] if owners else None, owners)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """The settings the rules need, parsed once (npubs decoded) rather than per event."""
+
+    domain: str
+    blacklist: frozenset[str] = frozenset()
+    whitelist_pubkeys: frozenset[str] = frozenset()
+    whitelist_repos: frozenset[tuple[str, str]] = frozenset()
+    whitelist_identifiers: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PolicyContext":
+        blacklist: set[str] = set()
+        for value in settings.pubkey_blacklist:
+            pubkey = nip34.pubkey_from_operator_value(value)
+            if pubkey is None:
+                log.warning("ignoring bad pubkey_blacklist entry", entry=value)
+            else:
+                blacklist.add(pubkey)
+        pubkeys, repos, identifiers = parse_archive_whitelist(settings.archive_whitelist)
+        return cls(settings.domain, frozenset(blacklist), pubkeys, repos, identifiers)
+
+    def archive_whitelisted(self, pubkey: str, identifier: str) -> bool:
+        return (
+            pubkey in self.whitelist_pubkeys
+            or (pubkey, identifier) in self.whitelist_repos
+            or identifier in self.whitelist_identifiers
+        )
+
+
+def parse_archive_whitelist(
+    entries: list[str],
+) -> tuple[frozenset[str], frozenset[tuple[str, str]], frozenset[str]]:
+    """GRASP-05 entries: `npub` (all of a user's repos), `npub/identifier` (one repo), or a
+    bare `identifier` (that name from anyone). Only the npub form names a pubkey, so a
+    64-hex entry is an identifier, as the entry grammar says."""
+    pubkeys: set[str] = set()
+    repos: set[tuple[str, str]] = set()
+    identifiers: set[str] = set()
+    for raw in entries:
+        entry = raw.strip()
+        head, sep, tail = entry.partition("/")
+        pubkey = nip34.npub_to_hex(head)
+        if sep and pubkey is not None and tail:
+            repos.add((pubkey, tail))
+        elif not sep and pubkey is not None:
+            pubkeys.add(pubkey)
+        elif not sep and entry:
+            identifiers.add(entry)
+        else:
+            log.warning("ignoring bad archive_whitelist entry", entry=raw)
+    return frozenset(pubkeys), frozenset(repos), frozenset(identifiers)
+
+
+Rule = Callable[[Event, ReadView, PolicyContext], "Verdict | None"]
+
+
+# --- rules ---------------------------------------------------------------------------------
+def blacklist_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.pubkey in ctx.blacklist:
+        return reject("blocked: this pubkey is not allowed to publish here")
+    return None
+
+
+def ephemeral_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.is_ephemeral:
+        return reject("blocked: ephemeral events are not relayed by this GRASP server")
+    return None
+
+
+def grasp_list_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    return _accept("store", None, ()) if event.kind == nip34.GRASP_LIST else None
+
+
+def deletion_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.kind != nip34.DELETION:
+        return None
+    ids = [v for v in event.tag_values("e") if is_hex(v, 64)]
+    coords = [v for v in event.tag_values("a") if nip34.parse_coordinate(v) is not None]
+    if not ids and not coords:
+        return reject("invalid: a deletion must name events (e tags) or addresses (a tags)")
+    for event_id in ids:
+        target = view.get_event(event_id)
+        if target is not None and target.pubkey == event.pubkey:
+            return _accept("store", None, ())
+    for coord in coords:
+        parsed = nip34.parse_coordinate(coord)
+        if parsed is not None and parsed[1] == event.pubkey and view.has_coordinate(coord):
+            return _accept("store", None, ())
+    return reject("blocked: this deletion names none of your events stored here")
+
+
+def announcement_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.kind != nip34.ANNOUNCEMENT:
+        return None
+    identifier = event.d_tag
+    problem = nip34.identifier_problem(identifier)
+    if problem is not None:
+        return reject(f"invalid: {problem}")
+    already_served = view.served_announcement(event.pubkey, identifier) is not None
+    clone_ok, relay_ok = nip34.announcement_lists_us(event, ctx.domain)
+    if (clone_ok and relay_ok) or ctx.archive_whitelisted(event.pubkey, identifier):
+        return _accept("store" if already_served else "purgatory", identifier, [event.pubkey])
+    via = _maintainer_exception(event, view)
+    if via is not None:
+        live = already_served or view.served_announcement(via, identifier) is not None
+        return _accept("store" if live else "purgatory", identifier, [event.pubkey])
+    return reject(_missing_listing_message(event, ctx.domain, clone_ok, relay_ok))
+
+
+def _maintainer_exception(event: Event, view: ReadView) -> str | None:
+    """The owner of another accepted announcement (same identifier) whose recursive
+    maintainer set holds the author, preferring a served one; None if there is none."""
+    identifier = event.d_tag
+    others = [a for a in view.announcements_for(identifier) if a.pubkey != event.pubkey]
+    owners = nip34.owners_authorising(event.pubkey, others, _lookup(view, identifier))
+    for owner in owners:
+        if view.served_announcement(owner, identifier) is not None:
+            return owner
+    return owners[0] if owners else None
+
+
+def _missing_listing_message(event: Event, domain: str, clone_ok: bool, relay_ok: bool) -> str:
+    clone_hint = f"http(s)://{domain}/{nip34.hex_to_npub(event.pubkey)}/{event.d_tag}.git"
+    relay_hint = f"ws(s)://{domain}"
+    if not clone_ok and not relay_ok:
+        return (
+            "blocked: announcement must list this server in its clone tag "
+            f"({clone_hint}) and its relays tag ({relay_hint})"
+        )
+    if not clone_ok:
+        return f"blocked: announcement must list this server in its clone tag ({clone_hint})"
+    return f"blocked: announcement must list this server in its relays tag ({relay_hint})"
+
+
+def state_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.kind != nip34.STATE:
+        return None
+    identifier = event.d_tag
+    problem = nip34.identifier_problem(identifier)
+    if problem is not None:
+        return reject(f"invalid: {problem}")
+    announcements = view.announcements_for(identifier)
+    if not announcements:
+        return reject(
+            f"invalid: no repository announcement for '{identifier}' here; "
+            "send the announcement (kind 30617) first"
+        )
+    owners = nip34.owners_authorising(event.pubkey, announcements, _lookup(view, identifier))
+    if not owners:
+        return reject(
+            f"invalid: you are not a maintainer of any repository '{identifier}' announced here"
+        )
+    if event.pubkey in owners:  # the author's own repo is the one it speaks for first
+        owners.remove(event.pubkey)
+        owners.insert(0, event.pubkey)
+    return _accept("purgatory", identifier, owners)
+
+
+def pull_request_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    if event.kind not in (nip34.PR, nip34.PR_UPDATE):
+        return None
+    name = "pull request" if event.kind == nip34.PR else "pull request update"
+    if nip34.pr_tip(event) is None:
+        return reject(f"invalid: {name} needs a c tag with the tip commit id")
+    coords = _pr_coordinates(event, view)
+    if not coords and event.kind == nip34.PR:
+        return reject(f"invalid: {name} must tag its repository (a 30617:<pubkey>:<identifier>)")
+    known = [c for c in coords if view.has_coordinate(c)]
+    if not known:
+        return reject(f"blocked: {name} names no repository served here")
+    parsed = [nip34.parse_coordinate(c) for c in known]
+    identifier = parsed[0][2] if parsed[0] else None
+    owners = [p[1] for p in parsed if p is not None and p[2] == identifier]
+    return _accept("purgatory", identifier, owners)
+
+
+def _pr_coordinates(event: Event, view: ReadView) -> list[str]:
+    """Repository coordinates of a PR; for an update, those of its root PR first."""
+    coords: list[str] = []
+    root_id = nip34.pr_root(event)
+    if root_id is not None:
+        root = view.get_event(root_id)
+        if root is not None and root.kind == nip34.PR:
+            coords.extend(nip34.pr_repo_coordinates(root))
+    coords.extend(c for c in nip34.pr_repo_coordinates(event) if c not in coords)
+    return coords
+
+
+def graph_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
+    """Last rule: store what is linked to the repo graph, refuse orphans."""
+    ids, coords = _references(event)
+    for coord in coords:
+        if view.has_coordinate(coord):
+            return _accept("store", *_repo_of_coordinate(coord))
+    for event_id in ids:
+        if view.has_event(event_id):
+            return _accept("store", *_repo_of_event(event_id, view))
+    if view.is_referenced(event.id, event.coordinate):
+        return _accept("store", None, ())
+    return reject("blocked: event does not reference a repository served here")
+
+
+def _references(event: Event) -> tuple[list[str], list[str]]:
+    """(event ids, coordinates) an event tags: e/E ids, a/A coordinates, q either."""
+    ids: list[str] = []
+    coords: list[str] = []
+    for tag in event.tags:
+        if len(tag) < 2 or tag[0] not in ("e", "E", "a", "A", "q"):
+            continue
+        value = tag[1]
+        if is_hex(value, 64) and tag[0] in ("e", "E", "q"):
+            ids.append(value)
+        elif nip34.parse_coordinate(value) is not None and tag[0] in ("a", "A", "q"):
+            coords.append(value)
+    return ids, coords
+
+
+def _repo_of_coordinate(coord: str) -> tuple[str | None, list[str]]:
+    parsed = nip34.parse_coordinate(coord)
+    if parsed is None or parsed[0] not in (nip34.ANNOUNCEMENT, nip34.STATE):
+        return None, []
+    return parsed[2], [parsed[1]]
+
+
+def _repo_of_event(event_id: str, view: ReadView) -> tuple[str | None, list[str]]:
+    """The repository a tagged event belongs to, when it says (one hop only)."""
+    target = view.get_event(event_id)
+    if target is None:
+        return None, []
+    if target.kind in (nip34.ANNOUNCEMENT, nip34.STATE):
+        return target.d_tag, [target.pubkey]
+    coords = nip34.pr_repo_coordinates(target)
+    return _repo_of_coordinate(coords[0]) if coords else (None, [])
+
+
+def _lookup(view: ReadView, identifier: str) -> Callable[[str], Event | None]:
+    return lambda pubkey: view.announcement(pubkey, identifier)
+
+
+RULES: tuple[Rule, ...] = (
+    blacklist_rule,
+    ephemeral_rule,
+    grasp_list_rule,
+    deletion_rule,
+    announcement_rule,
+    state_rule,
+    pull_request_rule,
+    graph_rule,
+)
+
+
+def decide(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict:
+    """Run the rules in order; the first that speaks decides. `graph_rule` always speaks."""
+    for rule in RULES:
+        verdict = rule(event, view, ctx)
+        if verdict is not None:
+            return verdict
+    return reject("blocked: event does not reference a repository served here")
