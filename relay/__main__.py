@@ -1,0 +1,100 @@
+"""`grasp-relay` (serve in the foreground) and `grasp-relay check-config`.
+
+A bad setting stops the start with one line naming it and exit code 2, so a typo in an
+env file is found by the operator, not by a client."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+
+from config import Settings, SettingsError, load_settings
+from relay import logs
+
+EXIT_BAD_CONFIG = 2
+_SECRET_WORDS = ("secret", "password", "token", "nsec")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "serve"
+    if command in ("-h", "--help", "help"):
+        sys.stderr.write("usage: grasp-relay [serve|check-config]\nsettings come from GRASP_* env vars and .env\n")
+        return 0
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"grasp-relay: {exc}\n")
+        return EXIT_BAD_CONFIG
+    if command == "check-config":
+        return check_config(settings)
+    if command != "serve":
+        sys.stderr.write(f"grasp-relay: unknown command {command!r} (use serve or check-config)\n")
+        return EXIT_BAD_CONFIG
+    logs.configure(settings.log_level, settings.log_format)
+    return serve(settings)
+
+
+def check_config(settings: Settings) -> int:
+    """Print the effective settings (secrets masked), one per line, as env assignments."""
+    for name, value in sorted(settings.model_dump().items()):
+        if any(word in name for word in _SECRET_WORDS) and value:
+            value = "********"
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        sys.stdout.write(f"GRASP_{name.upper()}={value}\n")
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from relay.app import Relay
+
+    relay = Relay(settings)
+    config = uvicorn.Config(
+        relay,
+        host=settings.bind_host,
+        port=settings.bind_port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes * 4,
+        ws_ping_interval=30,
+        ws_ping_timeout=60,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
+    server = uvicorn.Server(config)
+    import uvloop
+
+    try:
+        uvloop.run(_serve(server))
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        structlog.get_logger(__name__).error("start_failed", bind=settings.bind)
+        return 1
+    return 0
+
+
+async def _serve(server: "uvicorn.Server") -> None:  # noqa: F821
+    """Run uvicorn and tell systemd (Type=notify) once the socket is listening."""
+    from relay import sdnotify
+
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        sdnotify.notify("READY=1")
+    await task
+    sdnotify.notify("STOPPING=1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The one ASGI application: Nostr websocket on `/`, NIP-11, pages, health, metrics and git
+smart HTTP, all on one port. `Relay` holds the long-lived parts; `asgi()` routes a request."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from config import Settings
+from relay import nip11, pages
+from relay.http import respond
+from relay.ingest import Ingest
+from relay.metrics import Metrics
+from relay.protocol import Limits
+from relay.subscriptions import Subscriptions
+from relay.websocket import Connection
+from relay import policy
+from storage.event import Event
+from storage.events import EventStore
+
+log = structlog.get_logger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Relay:
+    """Everything one daemon owns. Built unstarted; `startup()` opens the store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = Limits.from_settings(settings)
+        self.subscriptions = Subscriptions()
+        self.metrics = Metrics(settings)
+        self.ingest = Ingest(self)
+        self.policy_context = policy.PolicyContext.from_settings(settings)
+        self.purgatory: Any = None
+        self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
+        self.started_at = time.time()
+        self.connections: set[Connection] = set()
+
+    async def startup(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await EventStore.open(self.settings.db_path, self.settings)
+        log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
+
+    async def shutdown(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+        log.info("relay_stopped")
+
+    async def after_stored(self, event: Event) -> None:
+        """Hook for what serving an event implies beyond the store (repos, purgatory)."""
+        if self.purgatory is not None:
+            await self.purgatory.on_stored(event)
+
+    # --- ASGI -----------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("startup_failed", error=str(exc))
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/":
+            await send({"type": "websocket.close", "code": 4404, "reason": "the Nostr relay is at /"})
+            return
+        await send({"type": "websocket.accept"})
+        conn = Connection(self, send, client_ip(scope))
+        self.connections.add(conn)
+        self.metrics.connection_opened()
+        log.info("connection_open", conn=conn.id, ip=conn.ip)
+        try:
+            await conn.run(receive)
+        finally:
+            self.connections.discard(conn)
+            self.metrics.connection_closed()
+            log.info("connection_close", conn=conn.id)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        if method == "OPTIONS":
+            await respond(send, 204, b"")
+            return
+        if method not in ("GET", "HEAD", "POST"):
+            await respond(send, 405, b"method not allowed\n")
+            return
+        head = method == "HEAD"
+        if path == "/" and method != "POST":
+            if b"application/nostr+json" in _header(scope, b"accept"):
+                body = json.dumps(nip11.relay_information(self.settings)).encode()
+                await respond(send, 200, body, "application/nostr+json", head=head)
+            else:
+                await respond(send, 200, pages.landing(self.settings), "text/html; charset=utf-8", head=head)
+            return
+        if path == "/health":
+            await respond(send, 200, json.dumps(await self.health()).encode(), "application/json", head=head)
+            return
+        if path == "/metrics" and self.settings.metrics_enabled:
+            body, content_type = self.metrics.render()
+            await respond(send, 200, body, content_type, head=head)
+            return
+        await respond(send, 404, pages.not_found(self.settings), "text/html; charset=utf-8", head=head)
+
+    async def health(self) -> dict[str, Any]:
+        from relay import __version__
+
+        try:
+            counts = await self.store.held_counts()
+            store_ok = True
+        except Exception:
+            counts, store_ok = {}, False
+        return {
+            "status": "ok" if store_ok else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "store_ok": store_ok,
+            "connections": len(self.connections),
+            "purgatory": {str(kind): n for kind, n in counts.items()},
+        }
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return b""
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""

@@ -1,0 +1,68 @@
+"""The NIP-11 relay information document, built from settings so that the `limitation`
+object always states the limits the relay really enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config import Settings
+from relay import __version__
+
+SUPPORTED_NIPS = [1, 9, 11, 34, 45]
+SOFTWARE = "https://pypi.org/project/grasp-relay/"
+
+
+def _owner_hex(npub: str) -> str:
+    if not npub:
+        return ""
+    from nostr_sdk import PublicKey
+
+    try:
+        return PublicKey.parse(npub).to_hex()
+    except Exception:  # nostr-sdk raises its own error type; an unparsable owner is left out
+        return ""
+
+
+def is_curating(settings: Settings) -> bool:
+    return bool(settings.archive_whitelist or settings.pubkey_blacklist)
+
+
+def relay_information(settings: Settings) -> dict[str, Any]:
+    domain = settings.domain
+    doc: dict[str, Any] = {
+        "name": settings.relay_name,
+        "description": settings.relay_description,
+        "pubkey": _owner_hex(settings.owner_npub),
+        "contact": settings.relay_contact,
+        "supported_nips": SUPPORTED_NIPS,
+        "supported_grasps": ["GRASP-01"],
+        "software": SOFTWARE,
+        "version": __version__,
+        "repo_acceptance_criteria": (
+            f"Repository announcements (kind 30617) are accepted when they list this service in "
+            f"both their clone URLs (http(s)://{domain}/<npub>/<identifier>.git) and their relays "
+            f"(ws(s)://{domain}), or when their author is a maintainer of an accepted announcement "
+            f"with the same identifier. Other events must belong to an accepted repository."
+        ),
+        "limitation": {
+            "max_message_length": settings.max_message_bytes,
+            "max_subscriptions": settings.max_subscriptions,
+            "max_filters": settings.max_filters,
+            "max_limit": settings.max_limit,
+            "default_limit": settings.default_limit,
+            "max_subid_length": settings.max_subid_length,
+            "max_event_tags": settings.max_event_tags,
+            "max_content_length": settings.max_content_bytes,
+            "created_at_upper_limit": settings.max_created_at_future_s,
+            "auth_required": False,
+            "payment_required": False,
+            "restricted_writes": True,
+        },
+    }
+    if is_curating(settings):
+        doc["curation"] = (
+            "The operator curates beyond spam prevention: "
+            + ("archived repositories are whitelisted; " if settings.archive_whitelist else "")
+            + ("some authors are blocked." if settings.pubkey_blacklist else "")
+        ).strip()
+    return doc

@@ -1,0 +1,49 @@
+"""Live fan-out: which open subscriptions an event that has just been served goes to.
+
+Kept apart from the websocket code so that the purgatory's release and the ingest path
+broadcast the same way, through one `broadcast(event)` call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from storage.event import Event
+from storage.filters import Filter
+from relay.protocol import event_frame
+
+
+class Subscriber(Protocol):
+    """One connection, as the registry sees it: something frames can be queued on."""
+
+    def send_nowait(self, text: str) -> None: ...
+
+
+@dataclass
+class Subscriptions:
+    _by_conn: dict[Subscriber, dict[str, tuple[Filter, ...]]] = field(default_factory=dict)
+
+    def add(self, conn: Subscriber, sub_id: str, filters: tuple[Filter, ...]) -> None:
+        self._by_conn.setdefault(conn, {})[sub_id] = filters
+
+    def remove(self, conn: Subscriber, sub_id: str) -> None:
+        subs = self._by_conn.get(conn)
+        if subs is not None:
+            subs.pop(sub_id, None)
+
+    def drop(self, conn: Subscriber) -> None:
+        self._by_conn.pop(conn, None)
+
+    def count(self) -> int:
+        return sum(len(subs) for subs in self._by_conn.values())
+
+    def broadcast(self, event: Event, raw_json: str | None = None) -> int:
+        """Queue the event on every matching subscription; returns how many got it."""
+        raw = raw_json or event.to_json()
+        sent = 0
+        for conn, subs in list(self._by_conn.items()):
+            for sub_id, filters in subs.items():
+                if any(f.matches(event) for f in filters):
+                    conn.send_nowait(event_frame(sub_id, raw))
+                    sent += 1
+        return sent

@@ -1,0 +1,125 @@
+"""The asyncio side of one Nostr websocket: moves frames between the ASGI connection and the
+sans-IO `Session`, runs the requests it yields, and queues outgoing frames on one writer task
+so that live broadcasts, OKs and query results never interleave mid-frame."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import structlog
+
+from relay import protocol
+from relay.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
+
+if TYPE_CHECKING:
+    from relay.app import Relay
+
+log = structlog.get_logger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+MAX_EVENTS_IN_FLIGHT = 512  # per connection; past this the reader waits (backpressure)
+MAX_OUTBOX = 20000  # frames queued for a slow reader before it is disconnected
+_ids = itertools.count(1)
+
+
+class Connection:
+    """One websocket client. Hashable by identity so the subscription registry can key on it."""
+
+    def __init__(self, relay: "Relay", send: Send, client_ip: str) -> None:
+        self.relay = relay
+        self.id = next(_ids)
+        self.ip = client_ip
+        self.session = Session(limits=relay.limits)
+        self._send = send
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._in_flight: deque[asyncio.Task[None]] = deque()
+        self.closed = False
+
+    # --- outgoing ---------------------------------------------------------------------
+    def send_nowait(self, text: str) -> None:
+        if self.closed:
+            return
+        if self._outbox.qsize() >= MAX_OUTBOX:
+            log.warning("slow_consumer_dropped", conn=self.id)
+            self.closed = True
+            self._outbox.put_nowait(None)
+            return
+        self._outbox.put_nowait(text)
+
+    async def _writer(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                break
+            await self._send({"type": "websocket.send", "text": text})
+        await self._send({"type": "websocket.close", "code": 1008})
+
+    # --- incoming ---------------------------------------------------------------------
+    async def run(self, receive: Receive) -> None:
+        writer = asyncio.create_task(self._writer())
+        try:
+            while not self.closed:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    break
+                if kind != "websocket.receive":
+                    continue
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                await self.handle(data)
+        finally:
+            self.closed = True
+            self.relay.subscriptions.drop(self)
+            for task in self._in_flight:
+                if not task.done():
+                    await asyncio.wait([task], timeout=self.relay.settings.shutdown_timeout_s)
+            self._outbox.put_nowait(None)
+            writer.cancel()
+
+    async def handle(self, data: str | bytes) -> None:
+        request = self.session.receive(data)
+        if isinstance(request, Reply):
+            self.relay.metrics.message_refused(request.text)
+            self.send_nowait(request.text)
+        elif isinstance(request, Publish):
+            await self._publish(request)
+        elif isinstance(request, Subscribe):
+            await self._subscribe(request)
+        elif isinstance(request, Unsubscribe):
+            self.relay.subscriptions.remove(self, request.sub_id)
+        elif isinstance(request, Count):
+            total = await self.relay.store.count(list(request.filters))
+            self.send_nowait(protocol.count_reply(request.sub_id, total))
+
+    async def _publish(self, request: Publish) -> None:
+        """Events are checked and stored concurrently (the store batches commits across them);
+        a bounded number per connection keeps one client from queueing without limit."""
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
+        if len(self._in_flight) >= MAX_EVENTS_IN_FLIGHT:
+            await self._in_flight.popleft()
+        self._in_flight.append(asyncio.create_task(self._publish_one(request)))
+
+    async def _publish_one(self, request: Publish) -> None:
+        event = request.event
+        outcome = await self.relay.ingest.publish(event, source="client")
+        self.send_nowait(protocol.ok(event.id, outcome.accepted, outcome.message))
+
+    async def _subscribe(self, request: Subscribe) -> None:
+        relay = self.relay
+        filters = [f for f in request.filters if not f.is_empty_result]
+        started = asyncio.get_running_loop().time()
+        rows = await relay.store.query_raw(filters, relay.settings.default_limit) if filters else []
+        for raw in rows:
+            self.send_nowait(protocol.event_frame(request.sub_id, raw))
+        self.send_nowait(protocol.eose(request.sub_id))
+        relay.metrics.req_served(asyncio.get_running_loop().time() - started)
+        if request.sub_id in self.session.subscriptions:
+            relay.subscriptions.add(self, request.sub_id, request.filters)
