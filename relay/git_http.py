@@ -1,0 +1,396 @@
+"""Git smart HTTP for `/<npub>/<identifier>.git/...`, as a raw ASGI component.
+
+Use: `GitHttp(store, settings, authorize=..., on_pushed=...)` is an ASGI callable for one
+HTTP request whose path `parse_git_path(raw_path)` recognised; the app routes there every
+git path except a browser GET of the bare `/<npub>/<identifier>.git` (the HTML page), i.e.
+when `rest` is non-empty. `handle(...)` does the same with the path already parsed.
+
+Bodies are streamed both ways between the client and `git upload-pack` / `git receive-pack
+--stateless-rpc`, never held whole. A push's ref updates are read by us first and authorised
+(against signed state events, by the `authorize` callback) before git runs at all: a refused
+push is answered with a report-status that `git push` prints, so no hooks are needed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import weakref
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+
+from config.settings import Settings
+from relay.cors import cors_headers
+from relay.pktline import (
+    CommandParser,
+    PktLineError,
+    RefUpdate,
+    report_status_refusal,
+    service_advertisement_header,
+)
+from storage.repos import BadRepoPath, RepoStore, npub_to_hex, validate_identifier
+
+log = structlog.get_logger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CHUNK = 64 * 1024
+SERVICES = ("git-upload-pack", "git-receive-pack")
+_GIT_PATH = re.compile(r"^/(npub1[^/]*)/([^/]*)\.git(/.*)?$")
+_PROTOCOL_HEADER = re.compile(r"^[A-Za-z0-9=:._-]{1,256}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRef:
+    """The repo a request is about: owner in both forms, decoded identifier, disk path."""
+
+    npub: str
+    pubkey: str
+    identifier: str
+    path: Path
+
+
+Authorize = Callable[[RepoRef, list[RefUpdate]], Awaitable[list[str | None]]]
+OnPushed = Callable[[RepoRef, list[RefUpdate]], Awaitable[None]]
+
+
+async def allow_all(repo: RepoRef, updates: list[RefUpdate]) -> list[str | None]:
+    return [None] * len(updates)
+
+
+async def _ignore(repo: RepoRef, updates: list[RefUpdate]) -> None:
+    return None
+
+
+def parse_git_path(path: str) -> tuple[str, str, str] | None:
+    """Split a request path into (npub, raw identifier, rest) or None if it is not a git path.
+
+    Pass the RAW path (ASGI `raw_path`, still percent-encoded): servers decode `path`, which
+    would turn `%2f` into a separator before we could refuse it. The identifier is returned
+    still encoded; `validate_identifier` decodes and checks it. `rest` is "" for the bare
+    repo URL (the HTML page) and e.g. "/info/refs" or "/git-upload-pack" otherwise."""
+    match = _GIT_PATH.match(path)
+    if match is None:
+        return None
+    return match.group(1), match.group(2), match.group(3) or ""
+
+
+class BodyTooLarge(Exception):
+    """The request body went over a cap; the message is client-facing."""
+
+
+class BadBody(Exception):
+    """The request body is malformed (bad gzip, truncated commands); client-facing."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body was complete."""
+
+
+async def body_chunks(receive: Receive, gzip: bool, cap: int, gzip_cap: int) -> AsyncIterator[bytes]:
+    """The request body, gunzipped incrementally when needed, raising once it exceeds `cap`
+    (decoded bytes) or, for gzip, `gzip_cap`: a small compressed body must not expand into
+    gigabytes in memory."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
+    total = 0
+    limit = min(cap, gzip_cap) if gzip else cap
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        data = message.get("body", b"")
+        more = message.get("more_body", False)
+        pieces = [data] if decoder is None else _gunzip(decoder, data)
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                what = "decoded gzip body" if gzip and gzip_cap <= cap else "request body"
+                raise BodyTooLarge(f"{what} exceeds the limit of {limit} bytes")
+            if piece:
+                yield piece
+    if decoder is not None and not decoder.eof:
+        raise BadBody("truncated gzip body")
+
+
+def _gunzip(decoder: Any, data: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    try:
+        while data:
+            out.append(decoder.decompress(data, CHUNK))
+            data = decoder.unconsumed_tail
+    except zlib.error as exc:
+        raise BadBody(f"bad gzip body: {exc}") from None
+    return out
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {k.lower(): v for k, v in scope.get("headers", [])}
+
+
+class GitHttp:
+    """Smart HTTP endpoints for every repo of one RepoStore."""
+
+    def __init__(self, store: RepoStore, settings: Settings, authorize: Authorize = allow_all,
+                 on_pushed: OnPushed = _ignore) -> None:
+        self.store = store
+        self.settings = settings
+        self.authorize = authorize
+        self.on_pushed = on_pushed
+        self._locks: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        parsed = parse_git_path(raw.decode("latin-1"))
+        if parsed is None:
+            await respond_text(send, 404, "not a git repository path\n")
+            return
+        await self.handle(scope, receive, send, *parsed)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, npub: str,
+                     identifier: str, rest: str) -> None:
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":
+            await respond_text(send, 204, "")
+            return
+        try:
+            repo = self._repo(npub, identifier)
+        except BadRepoPath as exc:
+            await respond_text(send, 400, f"bad repository path: {exc}\n")
+            return
+        if not (repo.path / "HEAD").is_file():
+            await respond_text(send, 404, f"repository not found: {npub}/{repo.identifier}.git\n")
+            return
+        if rest == "/info/refs" and method in ("GET", "HEAD"):
+            await self._info_refs(scope, send, repo, head_only=method == "HEAD")
+        elif rest in ("/git-upload-pack", "/git-receive-pack") and method == "POST":
+            if rest == "/git-upload-pack":
+                await self._upload_pack(scope, receive, send, repo)
+            else:
+                await self._receive_pack(scope, receive, send, repo)
+        elif rest in ("/info/refs", "/git-upload-pack", "/git-receive-pack"):
+            await respond_text(send, 405, f"method {method} not allowed here\n",
+                               [(b"allow", b"GET, HEAD" if rest == "/info/refs" else b"POST")])
+        else:
+            await respond_text(send, 404, "not found (only git smart HTTP is served)\n")
+
+    def _repo(self, npub: str, raw_identifier: str) -> RepoRef:
+        identifier = validate_identifier(raw_identifier)
+        pubkey = npub_to_hex(npub)
+        return RepoRef(npub, pubkey, identifier, self.store.path(npub, identifier))
+
+    def _env(self, scope: Scope, service: str) -> dict[str, str]:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        env.pop("GIT_PROTOCOL", None)
+        proto = _headers(scope).get(b"git-protocol", b"").decode("latin-1")
+        if service == "git-upload-pack" and _PROTOCOL_HEADER.match(proto):
+            env["GIT_PROTOCOL"] = proto
+        return env
+
+    # --- info/refs ----------------------------------------------------------------------
+    async def _info_refs(self, scope: Scope, send: Send, repo: RepoRef, head_only: bool) -> None:
+        service = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("service", [""])[0]
+        if service not in SERVICES:
+            await respond_text(send, 403, "only smart HTTP is supported: ?service=git-upload-pack "
+                               "or ?service=git-receive-pack\n")
+            return
+        ctype = f"application/x-{service}-advertisement"
+        if head_only:
+            await _start(send, 200, ctype)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        env = self._env(scope, service)
+        cmd = [self.settings.git_binary, service[4:], "--stateless-rpc", "--advertise-refs",
+               str(repo.path)]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.error("advertise_failed", repo=str(repo.path), stderr=err.decode(errors="replace")[-500:])
+            await respond_text(send, 500, "git failed to list the refs\n")
+            return
+        header = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
+        await _start(send, 200, ctype)
+        await send({"type": "http.response.body", "body": header + out})
+
+    # --- upload-pack --------------------------------------------------------------------
+    async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
+        cap = self.settings.max_gzip_bytes  # wants/haves only: the gzip cap bounds it too
+        body = body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes)
+        cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
+        await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
+                        "application/x-git-upload-pack-result")
+
+    # --- receive-pack -------------------------------------------------------------------
+    async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
+        cap = self.settings.max_push_bytes
+        length = _headers(scope).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > cap:
+            await respond_text(send, 413, f"push is larger than the limit of {cap} bytes\n")
+            return
+        body = body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes)
+        parser = CommandParser()
+        try:
+            async for chunk in body:
+                if parser.feed(chunk):
+                    break
+            if not parser.done:
+                raise BadBody("push body ended before its command list")
+        except (BodyTooLarge, BadBody, PktLineError) as exc:
+            await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
+            return
+        except ClientGone:
+            return
+        updates = parser.result.updates
+        lock = self._locks.setdefault(repo.path, asyncio.Lock())
+        async with lock:  # authorise and apply against the same refs
+            reasons = await self.authorize(repo, updates) if updates else []
+            if any(reason is not None for reason in reasons):
+                await self._refuse(send, repo, parser, reasons, body)
+                return
+            cmd = [self.settings.git_binary, "receive-pack", "--stateless-rpc", str(repo.path)]
+            rc = await self._rpc(send, cmd, self._env(scope, "git-receive-pack"), parser.consumed,
+                                 body, "application/x-git-receive-pack-result")
+            if rc == 0 and updates:
+                applied = [u for u in updates if self._landed(repo, u)]
+                log.info("pushed", repo=str(repo.path), updates=len(updates), applied=len(applied))
+                if applied:
+                    await self.on_pushed(repo, applied)
+
+    def _landed(self, repo: RepoRef, update: RefUpdate) -> bool:
+        now = self.store.get_ref(repo.path, update.ref)
+        return now is None if update.is_delete else now == update.new
+
+    async def _refuse(self, send: Send, repo: RepoRef, parser: CommandParser,
+                      reasons: list[str | None], body: AsyncIterator[bytes]) -> None:
+        """Answer with a report-status refusal once the body is drained (curl must finish
+        sending before it reads the answer); the drain is capped like a push."""
+        first = next(r for r in reasons if r is not None)
+        log.info("push_refused", repo=str(repo.path), reason=first)
+        try:
+            async for _ in body:
+                pass
+        except (BodyTooLarge, BadBody):
+            pass
+        except ClientGone:
+            return
+        fallback = f"push refused as a whole: {first}"
+        await _start(send, 200, "application/x-git-receive-pack-result")
+        await send({"type": "http.response.body",
+                    "body": report_status_refusal(parser.result, reasons, fallback)})
+
+    # --- streaming a stateless RPC ------------------------------------------------------
+    async def _rpc(self, send: Send, cmd: list[str], env: dict[str, str], prefix: bytes,
+                   body: AsyncIterator[bytes], content_type: str) -> int | None:
+        """Run git with the body streamed into stdin while stdout is streamed out; returns
+        git's exit code, or None when the request was cut short (cap, bad body, client gone)."""
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=CHUNK)
+        assert proc.stdin and proc.stdout and proc.stderr
+        feeder = asyncio.create_task(_feed(proc.stdin, prefix, body))
+        errors = asyncio.create_task(_tail(proc.stderr))
+        started = False
+        try:
+            while True:
+                read = asyncio.ensure_future(proc.stdout.read(CHUNK))
+                if not feeder.done():
+                    await asyncio.wait({read, feeder}, return_when=asyncio.FIRST_COMPLETED)
+                    if feeder.done() and feeder.exception() is not None:
+                        read.cancel()
+                        raise feeder.exception()  # type: ignore[misc]
+                data = await read
+                if not data:
+                    break
+                if not started:
+                    await _start(send, 200, content_type)
+                    started = True
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            rc = await proc.wait()
+            await feeder
+        except (BodyTooLarge, BadBody, ClientGone) as exc:
+            await _stop(proc)
+            log.warning("git_rpc_cut", cmd=cmd[1], error=type(exc).__name__, detail=str(exc))
+            if not started and not isinstance(exc, ClientGone):
+                await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
+            elif started:
+                await send({"type": "http.response.body", "body": b""})
+            return None
+        finally:
+            feeder.cancel()
+            await _stop(proc)
+        stderr = await errors
+        if rc != 0:
+            log.warning("git_rpc_failed", cmd=cmd[1], rc=rc, stderr=stderr[-500:])
+        if not started:
+            status = 200 if rc == 0 else 500
+            await _start(send, status, content_type if rc == 0 else "text/plain; charset=utf-8")
+        await send({"type": "http.response.body", "body": b"" if rc == 0 or started else b"git failed\n"})
+        return rc
+
+
+async def _feed(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> None:
+    """Copy the request into git's stdin; if git exits early (bad request) stop writing."""
+    try:
+        if prefix:
+            stdin.write(prefix)
+            await stdin.drain()
+        async for chunk in body:
+            stdin.write(chunk)
+            await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return
+    finally:
+        if not stdin.is_closing():
+            stdin.close()
+
+
+async def _tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:
+    tail = b""
+    while chunk := await stream.read(CHUNK):
+        tail = (tail + chunk)[-keep:]
+    return tail.decode(errors="replace")
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Close git's stdin so a half-received pack fails cleanly (git removes its temporary
+    pack and updates no ref); kill only if it does not exit by itself soon."""
+    if proc.returncode is not None:
+        return
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def _is_gzip(scope: Scope) -> bool:
+    return _headers(scope).get(b"content-encoding", b"").strip().lower() in (b"gzip", b"x-gzip")
+
+
+async def _start(send: Send, status: int, content_type: str,
+                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-cache, max-age=0, must-revalidate"),
+               (b"pragma", b"no-cache"), (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT"),
+               *cors_headers(), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def respond_text(send: Send, status: int, text: str,
+                       extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete plain-text answer (errors and 204s), CORS headers included."""
+    body = text.encode()
+    await _start(send, status, "text/plain; charset=utf-8",
+                 [(b"content-length", str(len(body)).encode()), *(extra or [])])
+    await send({"type": "http.response.body", "body": body})

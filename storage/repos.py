@@ -1,0 +1,269 @@
+"""The bare repositories, `<repos_dir>/<npub>/<identifier>.git`, read and updated with pygit2.
+
+Names come from URLs and events, so every path is built only from a validated npub and a
+validated identifier and checked to stay under `repos_dir`: a crafted identifier must never
+reach a directory outside the data dir. Ref reads are cheap and synchronous; anything that may
+touch many objects (copying between repos, removing a tree) has an async wrapper running in a
+thread so the event loop keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote
+
+import pygit2
+import structlog
+from nostr_sdk import PublicKey
+
+log = structlog.get_logger(__name__)
+
+ZERO_OID = "0" * 40
+BRANCH_AND_TAG_PREFIXES = ("refs/heads/", "refs/tags/")
+MAX_IDENTIFIER_BYTES = 200
+
+# Config every repo carries, re-applied by `ensure` so older repos pick up changes.
+REPO_CONFIG: dict[str, str | bool | int] = {
+    # keep every push as a pack: no loose-object explosion, fewer files, faster fetch-back
+    "transfer.unpackLimit": 1,
+    # clients (and other GRASP servers syncing from us) fetch PR tips and old commits by id
+    "uploadpack.allowTipSHA1InWant": True,
+    "uploadpack.allowReachableSHA1InWant": True,
+    "uploadpack.allowAnySHA1InWant": False,
+    "uploadpack.allowFilter": True,
+    # ref alignment to a state event may delete the branch HEAD points at
+    "receive.denyDeleteCurrent": False,
+    "receive.denyDeletes": False,
+    "receive.denyNonFastForwards": False,
+    "core.logAllRefUpdates": False,
+}
+
+
+class BadRepoPath(ValueError):
+    """An npub or identifier that cannot name a repo here; the message is client-facing."""
+
+
+class RepoError(RuntimeError):
+    """A git operation on a repo failed (missing objects, failed fetch)."""
+
+
+def validate_identifier(raw: str) -> str:
+    """Percent-decode once (URLs carry it encoded) and refuse what could escape the tree."""
+    try:
+        ident = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRepoPath("repository identifier is not valid UTF-8") from None
+    return check_identifier(ident)
+
+
+def check_identifier(ident: str) -> str:
+    """Refuse a decoded identifier that could escape or confuse the repo tree."""
+    if not ident:
+        raise BadRepoPath("repository identifier is empty")
+    if ident in (".", ".."):
+        raise BadRepoPath(f"repository identifier {ident!r} is not allowed")
+    for bad, what in (("/", "'/'"), ("\\", "'\\'"), ("\x00", "NUL")):
+        if bad in ident:
+            raise BadRepoPath(f"repository identifier must not contain {what}")
+    if len(ident.encode()) > MAX_IDENTIFIER_BYTES:
+        raise BadRepoPath(f"repository identifier longer than {MAX_IDENTIFIER_BYTES} bytes")
+    return ident
+
+
+def npub_to_hex(npub: str) -> str:
+    """Decode a bech32 npub; hex is refused here because URLs always carry the npub form."""
+    if not npub.startswith("npub1"):
+        raise BadRepoPath("owner must be a bech32 npub")
+    try:
+        return PublicKey.parse(npub).to_hex()
+    except Exception as exc:  # nostr_sdk raises its own error family
+        raise BadRepoPath(f"invalid npub: {exc}") from None
+
+
+def to_npub(npub_or_hex: str) -> str:
+    """Accept either form (events carry hex, URLs carry npub) and return the canonical npub."""
+    if npub_or_hex.startswith("npub1"):
+        npub_to_hex(npub_or_hex)
+        return npub_or_hex
+    if len(npub_or_hex) != 64:
+        raise BadRepoPath("owner must be an npub or a 64-character hex public key")
+    try:
+        return PublicKey.parse(npub_or_hex.lower()).to_bech32()
+    except Exception as exc:
+        raise BadRepoPath(f"invalid public key: {exc}") from None
+
+
+def _valid_oid(oid: str) -> bool:
+    return len(oid) in (40, 64) and all(c in "0123456789abcdef" for c in oid)
+
+
+class RepoStore:
+    """All bare repos under one directory."""
+
+    def __init__(self, repos_dir: Path, git_binary: str = "git") -> None:
+        self.repos_dir = Path(repos_dir).resolve()
+        self.git_binary = git_binary
+
+    # --- naming -----------------------------------------------------------------------
+    def path(self, npub_or_hex: str, identifier: str) -> Path:
+        """The repo path for an owner and an already-decoded identifier (validated again)."""
+        npub = to_npub(npub_or_hex)
+        ident = check_identifier(identifier)
+        candidate = (self.repos_dir / npub / f"{ident}.git").resolve()
+        if candidate.parent.parent != self.repos_dir:
+            raise BadRepoPath("repository path escapes the data directory")
+        return candidate
+
+    def exists(self, npub_or_hex: str, identifier: str) -> bool:
+        try:
+            path = self.path(npub_or_hex, identifier)
+        except BadRepoPath:
+            return False
+        return (path / "HEAD").is_file()
+
+    # --- lifecycle --------------------------------------------------------------------
+    def ensure(self, npub_or_hex: str, identifier: str) -> Path:
+        """Create the bare repo if needed and (re)apply our config; safe to call repeatedly."""
+        path = self.path(npub_or_hex, identifier)
+        if (path / "HEAD").is_file():
+            repo = pygit2.Repository(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(path), bare=True)
+            log.info("repo_created", path=str(path))
+        for key, value in REPO_CONFIG.items():
+            repo.config[key] = value
+        return path
+
+    def remove(self, npub_or_hex: str, identifier: str) -> None:
+        path = self.path(npub_or_hex, identifier)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            path.parent.rmdir()  # drop the owner dir once its last repo is gone
+        except OSError:
+            pass
+
+    async def remove_async(self, npub_or_hex: str, identifier: str) -> None:
+        await asyncio.to_thread(self.remove, npub_or_hex, identifier)
+
+    # --- refs -------------------------------------------------------------------------
+    @staticmethod
+    def refs(path: Path) -> dict[str, str]:
+        """Branches and tags -> oid, unpeeled: exactly what a state event lists."""
+        repo = pygit2.Repository(str(path))
+        out: dict[str, str] = {}
+        for name in repo.references:
+            if not name.startswith(BRANCH_AND_TAG_PREFIXES):
+                continue
+            ref = repo.references[name]
+            if ref.type == pygit2.enums.ReferenceType.DIRECT:
+                out[name] = str(ref.target)
+        return out
+
+    @staticmethod
+    def get_ref(path: Path, name: str) -> str | None:
+        repo = pygit2.Repository(str(path))
+        ref = repo.references.get(name)
+        if ref is None or ref.type != pygit2.enums.ReferenceType.DIRECT:
+            return None
+        return str(ref.target)
+
+    @staticmethod
+    def head(path: Path) -> str | None:
+        """The branch HEAD points at (it may not exist yet), or None if HEAD is detached."""
+        repo = pygit2.Repository(str(path))
+        ref = repo.references.get("HEAD")
+        if ref is None or ref.type != pygit2.enums.ReferenceType.SYMBOLIC:
+            return None
+        return str(ref.target)
+
+    @staticmethod
+    def set_ref(path: Path, name: str, oid: str) -> None:
+        """Point a ref at an oid; libgit2 refuses an oid whose object is not in the repo."""
+        repo = pygit2.Repository(str(path))
+        try:
+            repo.references.create(name, pygit2.Oid(hex=oid), force=True)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise RepoError(f"cannot set {name} to {oid}: {exc}") from None
+
+    @staticmethod
+    def delete_ref(path: Path, name: str) -> bool:
+        repo = pygit2.Repository(str(path))
+        if name not in repo.references:
+            return False
+        repo.references.delete(name)
+        return True
+
+    @classmethod
+    def set_refs(cls, path: Path, refs: dict[str, str], head: str | None) -> None:
+        """Make branches and tags exactly `refs` (a state event's) and point HEAD at `head`.
+
+        Objects are checked first so a missing one leaves the repo untouched rather than half
+        aligned."""
+        bad = [name for name in refs if not name.startswith(BRANCH_AND_TAG_PREFIXES)]
+        if bad:
+            raise RepoError(f"only branches and tags can be aligned, got {bad[0]}")
+        missing = cls.missing(path, refs.values())
+        if missing:
+            raise RepoError(f"objects missing for alignment: {sorted(missing)[:3]}")
+        repo = pygit2.Repository(str(path))
+        current = cls.refs(path)
+        for name in current.keys() - refs.keys():
+            repo.references.delete(name)
+        for name, oid in refs.items():
+            if current.get(name) != oid:
+                repo.references.create(name, pygit2.Oid(hex=oid), force=True)
+        if head is not None:
+            if not head.startswith("refs/heads/"):
+                raise RepoError(f"HEAD must point at a branch, got {head}")
+            repo.references.create("HEAD", head, force=True)
+
+    # --- objects ----------------------------------------------------------------------
+    @staticmethod
+    def missing(path: Path, oids: object) -> set[str]:
+        """Which of these oids have no object here (malformed oids count as missing)."""
+        repo = pygit2.Repository(str(path))
+        out: set[str] = set()
+        for oid in oids:  # type: ignore[attr-defined]
+            if not isinstance(oid, str) or not _valid_oid(oid) or oid not in repo:
+                out.add(str(oid))
+        return out
+
+    @classmethod
+    def has_objects(cls, path: Path, oids: object) -> bool:
+        return not cls.missing(path, oids)
+
+    def copy_objects(self, src_path: Path, dst_path: Path, oids: list[str]) -> None:
+        """Make everything reachable from `oids` in src available in dst.
+
+        Done with `git fetch <src-path> <oid>...` rather than walking objects in pygit2: git
+        negotiates what dst already has, sends one pack with deltas, checks connectivity
+        before it finishes, and handles repos of any size without Python touching each
+        object. Refs in dst are not changed (the caller aligns them)."""
+        needed = sorted(self.missing(dst_path, oids))
+        if not needed:
+            return
+        still_missing_in_src = self.missing(src_path, needed)
+        if still_missing_in_src:
+            raise RepoError(f"source repo lacks {sorted(still_missing_in_src)[:3]}")
+        cmd = [
+            self.git_binary, "-C", str(dst_path),
+            "-c", "protocol.version=2",
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc",
+            str(src_path), *needed,
+        ]
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        proc = subprocess.run(cmd, capture_output=True, env=env, check=False)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()
+            raise RepoError(f"copy from {src_path} failed: {err[-500:]}")
+        log.info("objects_copied", src=str(src_path), dst=str(dst_path), tips=len(needed))
+
+    async def copy_objects_async(self, src_path: Path, dst_path: Path, oids: list[str]) -> None:
+        await asyncio.to_thread(self.copy_objects, src_path, dst_path, oids)
+
+    async def set_refs_async(self, path: Path, refs: dict[str, str], head: str | None) -> None:
+        await asyncio.to_thread(self.set_refs, path, refs, head)
