@@ -254,9 +254,9 @@ def pull_request_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdi
     known = [c for c in coords if view.has_coordinate(c)]
     if not known:
         return reject(f"blocked: {name} names no repository served here")
-    parsed = [nip34.parse_coordinate(c) for c in known]
-    identifier = parsed[0][2] if parsed[0] else None
-    owners = [p[1] for p in parsed if p is not None and p[2] == identifier]
+    parsed = [p for p in map(nip34.parse_coordinate, known) if p is not None]
+    identifier = parsed[0][2]
+    owners = [pubkey for _kind, pubkey, d in parsed if d == identifier]
     return _accept("purgatory", identifier, owners)
 
 
@@ -320,7 +320,16 @@ def _repo_of_event(event_id: str, view: ReadView) -> tuple[str | None, list[str]
 
 
 def _lookup(view: ReadView, identifier: str) -> Callable[[str], Event | None]:
-    return lambda pubkey: view.announcement(pubkey, identifier)
+    """Announcement lookup for one decision, memoised: several owners' maintainer sets
+    usually share members, and each lookup is a store query."""
+    cache: dict[str, Event | None] = {}
+
+    def announcement_of(pubkey: str) -> Event | None:
+        if pubkey not in cache:
+            cache[pubkey] = view.announcement(pubkey, identifier)
+        return cache[pubkey]
+
+    return announcement_of
 
 
 RULES: tuple[Rule, ...] = (
