@@ -50,6 +50,10 @@ class Settings(BaseSettings):
 
     # --- store --------------------------------------------------------------------------
     store_batch_max: int = Field(500, ge=1, description="events per write transaction")
+    store_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite synchronous mode; NORMAL survives kill -9, FULL also power loss"
+    )
+    store_read_threads: int = Field(2, ge=1, description="threads (connections) serving REQ queries")
 
     # --- curation (GRASP-05 archive and operator lists) ---------------------------------
     archive_whitelist: StrList = Field(default_factory=list)

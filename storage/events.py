@@ -1,0 +1,183 @@
+"""The event store: served events, their tag index and the purgatory tables, in one SQLite
+file (WAL). The public face of storage/schema, writer, write_ops, query, held and view.
+
+Usage:
+    store = await EventStore.open(settings.db_path, settings)
+    result = await store.save(event)          # committed when this returns
+    raws = await store.query_raw(filters, settings.default_limit)
+    store.view.has_event(event_id)            # synchronous lookups for the policy
+    await store.close()
+
+Writes go through one writer task (batched transactions, see writer.py); reads run on a
+small pool of reader threads, each with its own read-only connection, so a long REQ never
+blocks a write nor the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from config.settings import Settings
+from storage import held as held_reads
+from storage import write_ops
+from storage.event import Event
+from storage.filters import Filter
+from storage.query import select_count, select_raw
+from storage.records import HeldEntry, SaveResult, StoreClosed, StoreError
+from storage.schema import open_reader, open_writer
+from storage.view import StoreView
+from storage.writer import Writer
+
+__all__ = ["EventStore", "HeldEntry", "SaveResult", "StoreClosed", "StoreError", "StoreView"]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class _Readers:
+    """A thread pool whose threads each own one read-only connection."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store-reader")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_reader(self._path)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        def call() -> T:
+            return fn(self._conn(), *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+
+def _fetch_column(conn: sqlite3.Connection, sql: str, params: list[object]) -> list[Any]:
+    return [row[0] for row in conn.execute(sql, params)]
+
+
+class EventStore:
+    def __init__(self, path: Path, writer: Writer, readers: _Readers, view: StoreView) -> None:
+        self.path = path
+        self._writer = writer
+        self._readers = readers
+        self.view: StoreView = view
+        """Synchronous read-only lookups (served and held) for code on the event loop."""
+
+    @classmethod
+    async def open(cls, path: Path, settings: Settings) -> "EventStore":
+        """Open (creating directory and schema if needed) the database at `path`."""
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(None, open_writer, path, settings.store_synchronous)
+        writer = Writer(conn, settings.store_batch_max)
+        readers = _Readers(path, settings.store_read_threads)
+        store = cls(path, writer, readers, StoreView(path))
+        log.info("event store open", path=str(path), synchronous=settings.store_synchronous)
+        return store
+
+    async def close(self) -> None:
+        """Commit everything queued, then close the writer, the readers and the view."""
+        await self._writer.close()
+        self._readers.close()
+        self.view.close()
+        log.info("event store closed", path=str(self.path))
+
+    # --- served events -------------------------------------------------------------------
+    async def save(self, event: Event) -> SaveResult:
+        """Store an event with NIP-01/NIP-09 semantics; returns once committed. Ephemeral
+        events are not stored (status "ephemeral"; the caller broadcasts them)."""
+        if event.is_ephemeral:
+            return SaveResult.of("ephemeral")
+        result: SaveResult = await self._writer.submit(write_ops.save_event, event)
+        return result
+
+    async def query_raw(self, filters: list[Filter], default_limit: int) -> list[str]:
+        """The stored JSON text of the events matching any filter, newest first."""
+        built = select_raw(filters, default_limit)
+        if built is None:
+            return []
+        return await self._readers.run(_fetch_column, *built)
+
+    async def query(self, filters: list[Filter], default_limit: int) -> list[Event]:
+        return [Event.from_json(raw) for raw in await self.query_raw(filters, default_limit)]
+
+    async def count(self, filters: list[Filter]) -> int:
+        """NIP-45: distinct events matching any filter (limits ignored)."""
+        built = select_count(filters)
+        if built is None:
+            return 0
+        return (await self._readers.run(_fetch_column, *built))[0]
+
+    # --- purgatory -----------------------------------------------------------------------
+    async def hold(
+        self, event: Event, identifier: str, owner_hint: str | None, expires_at: float, source: str
+    ) -> bool:
+        """Put an event in purgatory (committed on return). False if it is already held."""
+        held: bool = await self._writer.submit(
+            write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
+        )
+        return held
+
+    async def release(self, event_ids: list[str]) -> list[SaveResult]:
+        """Move held events to the served store in one transaction, in the given order, with
+        the save semantics; an id that is not held gets status "missing"."""
+        results: list[SaveResult] = await self._writer.submit(write_ops.release, list(event_ids))
+        return results
+
+    async def discard(self, event_ids: list[str], reason: str) -> None:
+        """Drop held entries and remember their ids as expired (`is_expired`)."""
+        await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
+
+    async def held(self, identifier: str | None = None) -> list[HeldEntry]:
+        return await self._readers.run(held_reads.held_entries, identifier)
+
+    async def held_identifiers(self) -> list[str]:
+        return await self._readers.run(held_reads.held_identifiers)
+
+    async def is_expired(self, event_id: str) -> bool:
+        return await self._readers.run(held_reads.is_expired, event_id)
+
+    async def expired_due(self, now: float) -> list[HeldEntry]:
+        return await self._readers.run(held_reads.expired_due, now)
+
+    async def held_counts(self) -> dict[int, int]:
+        return await self._readers.run(held_reads.held_counts)
+
+    async def add_placeholder(self, event_id: str, repo: str, tip: str) -> None:
+        await self._writer.submit(write_ops.add_placeholder, event_id, repo, tip)
+
+    async def placeholder(self, event_id: str) -> tuple[str, str] | None:
+        return await self._readers.run(held_reads.placeholder, event_id)
+
+    async def remove_placeholder(self, event_id: str) -> None:
+        await self._writer.submit(write_ops.remove_placeholder, event_id)
+
+    # --- introspection -------------------------------------------------------------------
+    @property
+    def write_stats(self) -> tuple[int, int]:
+        """(transactions committed or failed, writes in them), for metrics and benches."""
+        return self._writer.batches, self._writer.writes
+

@@ -1,0 +1,125 @@
+"""A synchronous, read-only view of the store for the acceptance policy.
+
+The policy runs on the event loop for every EVENT; its point lookups take microseconds, so
+they run right there on their own read-only connection instead of paying a thread hop.
+Every method sees what the writer has committed (WAL snapshot per statement). "Held" means
+waiting in purgatory; most lookups see both served and held events, as the policy must."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from storage import held as held_reads
+from storage.event import Event
+from storage.records import HeldEntry
+from storage.schema import open_reader
+from storage.write_ops import parse_coordinate
+
+ANNOUNCEMENT_KIND = 30617
+STATE_KIND = 30618
+_ID_TAGS = ("e", "E", "q")
+_COORD_TAGS = ("a", "A", "q")
+
+
+class StoreView:
+    def __init__(self, path: Path) -> None:
+        self._conn: sqlite3.Connection = open_reader(path, same_thread=True)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- announcements and states ------------------------------------------------------
+    def served_announcement(self, pubkey: str, identifier: str) -> Event | None:
+        """The stored (served) 30617 of this author and identifier."""
+        return self._one(
+            "SELECT raw FROM events WHERE kind=? AND pubkey=? AND d=?",
+            (ANNOUNCEMENT_KIND, pubkey, identifier),
+        )
+
+    def announcement(self, pubkey: str, identifier: str) -> Event | None:
+        """The served 30617 of this author and identifier, else the newest held one."""
+        return self.served_announcement(pubkey, identifier) or self._one(
+            "SELECT raw FROM held WHERE kind=? AND pubkey=? AND d=? ORDER BY created_at DESC, id LIMIT 1",
+            (ANNOUNCEMENT_KIND, pubkey, identifier),
+        )
+
+    def announcements_for(self, identifier: str) -> list[Event]:
+        """Every 30617 with this `d`, of any author: served first, then held."""
+        return self._by_kind_d(ANNOUNCEMENT_KIND, identifier)
+
+    def states_for(self, identifier: str) -> list[Event]:
+        """Every 30618 with this `d`, of any author: served first, then held."""
+        return self._by_kind_d(STATE_KIND, identifier)
+
+    # --- events ------------------------------------------------------------------------
+    def has_event(self, event_id: str) -> bool:
+        """Served or held."""
+        return (
+            self._exists("SELECT 1 FROM events WHERE id=?", (event_id,))
+            or self._exists("SELECT 1 FROM held WHERE id=?", (event_id,))
+        )
+
+    def get_event(self, event_id: str) -> Event | None:
+        """Served or held."""
+        return self._one("SELECT raw FROM events WHERE id=?", (event_id,)) or self._one(
+            "SELECT raw FROM held WHERE id=?", (event_id,)
+        )
+
+    def is_served(self, event_id: str) -> bool:
+        return self._exists("SELECT 1 FROM events WHERE id=?", (event_id,))
+
+    def has_coordinate(self, coordinate: str) -> bool:
+        """A served or held replaceable/addressable event at `kind:pubkey:d`."""
+        parsed = parse_coordinate(coordinate)
+        if parsed is None:
+            return False
+        return self._exists(
+            "SELECT 1 FROM events WHERE kind=? AND pubkey=? AND d=?", parsed
+        ) or self._exists("SELECT 1 FROM held WHERE kind=? AND pubkey=? AND d=?", parsed)
+
+    def is_referenced(self, event_id: str, coordinate: str | None) -> bool:
+        """Does some served or held event point at this id (e/E/q) or coordinate (a/A/q)?"""
+        wanted = [(name, event_id) for name in _ID_TAGS]
+        if coordinate:
+            wanted += [(name, coordinate) for name in _COORD_TAGS]
+        for table in ("tags", "held_tags"):
+            for name, value in wanted:
+                if self._exists(f"SELECT 1 FROM {table} WHERE name=? AND value=? LIMIT 1", (name, value)):
+                    return True
+        return False
+
+    # --- purgatory bookkeeping -----------------------------------------------------------
+    def held_entry(self, event_id: str) -> HeldEntry | None:
+        return held_reads.held_entry(self._conn, event_id)
+
+    def is_held(self, event_id: str) -> bool:
+        return self._exists("SELECT 1 FROM held WHERE id=?", (event_id,))
+
+    def is_expired(self, event_id: str) -> bool:
+        """Was this id discarded from purgatory (so a synced copy must not be held again)?"""
+        return held_reads.is_expired(self._conn, event_id)
+
+    def placeholder(self, event_id: str) -> tuple[str, str] | None:
+        return held_reads.placeholder(self._conn, event_id)
+
+    # --- helpers -------------------------------------------------------------------------
+    def _one(self, sql: str, params: tuple[object, ...]) -> Event | None:
+        row = self._conn.execute(sql, params).fetchone()
+        return Event.from_json(row[0]) if row else None
+
+    def _exists(self, sql: str, params: tuple[object, ...]) -> bool:
+        return self._conn.execute(sql, params).fetchone() is not None
+
+    def _by_kind_d(self, kind: int, identifier: str) -> list[Event]:
+        served = self._conn.execute(
+            "SELECT raw FROM events WHERE kind=? AND d=? ORDER BY created_at DESC, id", (kind, identifier)
+        ).fetchall()
+        waiting = self._conn.execute(
+            "SELECT raw FROM held WHERE kind=? AND d=? ORDER BY created_at DESC, id", (kind, identifier)
+        ).fetchall()
+        events: dict[str, Event] = {}
+        for (raw,) in served + waiting:
+            event = Event.from_json(raw)
+            events.setdefault(event.id, event)
+        return list(events.values())
