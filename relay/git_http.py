@@ -227,8 +227,10 @@ class GitHttp:
         cap = self.settings.max_gzip_bytes  # wants/haves only: the gzip cap bounds it too
         body = body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes)
         cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
-        await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
-                        "application/x-git-upload-pack-result")
+        rc = await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
+                             "application/x-git-upload-pack-result")
+        if rc == 0:
+            await _end(send)
 
     # --- receive-pack -------------------------------------------------------------------
     async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -260,11 +262,17 @@ class GitHttp:
             cmd = [self.settings.git_binary, "receive-pack", "--stateless-rpc", str(repo.path)]
             rc = await self._rpc(send, cmd, self._env(scope, "git-receive-pack"), parser.consumed,
                                  body, "application/x-git-receive-pack-result")
-            if rc == 0 and updates:
+            if rc != 0:
+                return
+            try:
                 applied = [u for u in updates if self._landed(repo, u)]
                 log.info("pushed", repo=str(repo.path), updates=len(updates), applied=len(applied))
                 if applied:
                     await self.on_pushed(repo, applied)
+            except Exception:
+                log.exception("on_pushed_failed", repo=str(repo.path))
+            finally:
+                await _end(send)
 
     def _landed(self, repo: RepoRef, update: RefUpdate) -> bool:
         now = self.store.get_ref(repo.path, update.ref)
@@ -292,7 +300,10 @@ class GitHttp:
     async def _rpc(self, send: Send, cmd: list[str], env: dict[str, str], prefix: bytes,
                    body: AsyncIterator[bytes], content_type: str) -> int | None:
         """Run git with the body streamed into stdin while stdout is streamed out; returns
-        git's exit code, or None when the request was cut short (cap, bad body, client gone)."""
+        git's exit code, or None when the request was cut short (cap, bad body, client gone).
+
+        On exit 0 the response is left open for the caller to end, so a push's follow-up
+        (releasing events, aligning refs) is done before `git push` returns to the user."""
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=CHUNK)
@@ -323,18 +334,21 @@ class GitHttp:
             if not started and not isinstance(exc, ClientGone):
                 await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
             elif started:
-                await send({"type": "http.response.body", "body": b""})
+                await _end(send)
             return None
         finally:
             feeder.cancel()
             await _stop(proc)
         stderr = await errors
-        if rc != 0:
-            log.warning("git_rpc_failed", cmd=cmd[1], rc=rc, stderr=stderr[-500:])
-        if not started:
-            status = 200 if rc == 0 else 500
-            await _start(send, status, content_type if rc == 0 else "text/plain; charset=utf-8")
-        await send({"type": "http.response.body", "body": b"" if rc == 0 or started else b"git failed\n"})
+        if rc == 0:
+            if not started:
+                await _start(send, 200, content_type)
+            return rc  # the caller ends the response, after its own post-processing
+        log.warning("git_rpc_failed", cmd=cmd[1], rc=rc, stderr=stderr[-500:])
+        if started:
+            await _end(send)
+        else:
+            await respond_text(send, 500, "git failed\n")
         return rc
 
 
@@ -385,6 +399,10 @@ async def _start(send: Send, status: int, content_type: str,
                (b"pragma", b"no-cache"), (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT"),
                *cors_headers(), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def _end(send: Send) -> None:
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def respond_text(send: Send, status: int, text: str,

@@ -26,13 +26,14 @@ BRANCH_AND_TAG_PREFIXES = ("refs/heads/", "refs/tags/")
 MAX_IDENTIFIER_BYTES = 200
 
 # Config every repo carries, re-applied by `ensure` so older repos pick up changes.
+# uploadpack.allowAnySHA1InWant must stay UNSET: git treats `false` as clearing the tip and
+# reachable bits too (they share one bitmask), so writing it would undo the two lines below.
 REPO_CONFIG: dict[str, str | bool | int] = {
     # keep every push as a pack: no loose-object explosion, fewer files, faster fetch-back
     "transfer.unpackLimit": 1,
     # clients (and other GRASP servers syncing from us) fetch PR tips and old commits by id
     "uploadpack.allowTipSHA1InWant": True,
     "uploadpack.allowReachableSHA1InWant": True,
-    "uploadpack.allowAnySHA1InWant": False,
     "uploadpack.allowFilter": True,
     # ref alignment to a state event may delete the branch HEAD points at
     "receive.denyDeleteCurrent": False,
@@ -132,10 +133,12 @@ class RepoStore:
             repo = pygit2.Repository(str(path))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            repo = pygit2.init_repository(str(path), bare=True)
+            repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
             log.info("repo_created", path=str(path))
         for key, value in REPO_CONFIG.items():
             repo.config[key] = value
+        if "uploadpack.allowAnySHA1InWant" in repo.config:
+            del repo.config["uploadpack.allowAnySHA1InWant"]
         return path
 
     def remove(self, npub_or_hex: str, identifier: str) -> None:
