@@ -13,13 +13,18 @@ from config import Settings
 from relay import nip11, pages
 from relay.http import respond
 from relay.ingest import Ingest
-from relay.metrics import Metrics
+from relay.metrics import build_metrics
 from relay.protocol import Limits
 from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
 from relay import policy
+from relay.git_http import GitHttp, parse_git_path
+from relay.pushes import PushGate
+from purgatory.service import Purgatory
+from storage import nip34
 from storage.event import Event
 from storage.events import EventStore
+from storage.repos import BadRepoPath, RepoStore, npub_to_hex, validate_identifier
 
 log = structlog.get_logger(__name__)
 
@@ -35,28 +40,40 @@ class Relay:
         self.settings = settings
         self.limits = Limits.from_settings(settings)
         self.subscriptions = Subscriptions()
-        self.metrics = Metrics(settings)
+        self.metrics = build_metrics(settings.metrics_enabled)
         self.ingest = Ingest(self)
         self.policy_context = policy.PolicyContext.from_settings(settings)
-        self.purgatory: Any = None
+        self.repos = RepoStore(settings.repos_dir, settings.git_binary)
+        self.pushes = PushGate(self)
+        self.git = GitHttp(self.repos, settings, authorize=self.pushes.authorize, on_pushed=self.pushes.on_pushed)
         self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
+        self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
         self.started_at = time.time()
         self.connections: set[Connection] = set()
 
     async def startup(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.repos_dir.mkdir(parents=True, exist_ok=True)
         self.store = await EventStore.open(self.settings.db_path, self.settings)
+        self.purgatory = Purgatory(self.settings, self.store, self.repos, self._broadcast, self.metrics)
+        self.purgatory.start()
         log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
 
     async def shutdown(self) -> None:
+        if self.purgatory is not None:
+            await self.purgatory.stop()
         if self.store is not None:
             await self.store.close()
         log.info("relay_stopped")
 
     async def after_stored(self, event: Event) -> None:
-        """Hook for what serving an event implies beyond the store (repos, purgatory)."""
-        if self.purgatory is not None:
-            await self.purgatory.on_stored(event)
+        """What serving an event implies beyond the store: a served announcement (an update,
+        or a maintainer's) has a repo, aligned with its maintainers' served state."""
+        if event.kind == nip34.ANNOUNCEMENT:
+            await self.purgatory.adopt_announcement(event)
+
+    async def _broadcast(self, event: Event) -> None:
+        self.subscriptions.broadcast(event)
 
     # --- ASGI -----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,7 +143,32 @@ class Relay:
             body, content_type = self.metrics.render()
             await respond(send, 200, body, content_type, head=head)
             return
+        git_path = parse_git_path((scope.get("raw_path") or path.encode()).decode("latin-1"))
+        if git_path is not None:
+            npub, identifier, rest = git_path
+            if rest:
+                await self.git.handle(scope, receive, send, npub, identifier, rest)
+            else:
+                await self._repo_page(send, npub, identifier, head)
+            return
         await respond(send, 404, pages.not_found(self.settings), "text/html; charset=utf-8", head=head)
+
+    async def _repo_page(self, send: Send, npub: str, raw_identifier: str, head: bool) -> None:
+        html = "text/html; charset=utf-8"
+        try:
+            identifier = validate_identifier(raw_identifier)
+            owner = npub_to_hex(npub)
+        except BadRepoPath as exc:
+            await respond(send, 400, f"bad repository path: {exc}\n".encode(), head=head)
+            return
+        ann = self.store.view.served_announcement(owner, identifier)
+        if ann is None:
+            await respond(send, 404, pages.not_found(self.settings, "repository"), html, head=head)
+            return
+        name = (ann.tag_values("name") or [identifier])[0]
+        description = (ann.tag_values("description") or [""])[0]
+        body = pages.repository(self.settings, npub, identifier, name, description)
+        await respond(send, 200, body, html, head=head)
 
     async def health(self) -> dict[str, Any]:
         from relay import __version__

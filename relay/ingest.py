@@ -44,10 +44,10 @@ class Ingest:
             relay.subscriptions.broadcast(event)
             return self._accept(event, "")
         if verdict.action == "purgatory" and relay.purgatory is not None:
-            outcome = await relay.purgatory.accept(event, verdict, source)
-            return self._accept(event, outcome) if outcome is not None else self._reject(
-                event, "blocked: this event expired in purgatory earlier"
-            )
+            message = await relay.purgatory.accept(event, verdict.identifier, source)
+            if message is None:
+                return self._reject(event, "blocked: this event expired in purgatory earlier")
+            return self._accept(event, message)
         return await self.store(event)
 
     async def store(self, event: Event) -> Outcome:

@@ -23,16 +23,20 @@ class Subscriber(Protocol):
 class Subscriptions:
     _by_conn: dict[Subscriber, dict[str, tuple[Filter, ...]]] = field(default_factory=dict)
 
-    def add(self, conn: Subscriber, sub_id: str, filters: tuple[Filter, ...]) -> None:
-        self._by_conn.setdefault(conn, {})[sub_id] = filters
+    def add(self, conn: Subscriber, sub_id: str, filters: tuple[Filter, ...]) -> bool:
+        """Returns True when this opened a new subscription (False: replaced one)."""
+        subs = self._by_conn.setdefault(conn, {})
+        is_new = sub_id not in subs
+        subs[sub_id] = filters
+        return is_new
 
-    def remove(self, conn: Subscriber, sub_id: str) -> None:
+    def remove(self, conn: Subscriber, sub_id: str) -> bool:
         subs = self._by_conn.get(conn)
-        if subs is not None:
-            subs.pop(sub_id, None)
+        return subs is not None and subs.pop(sub_id, None) is not None
 
-    def drop(self, conn: Subscriber) -> None:
-        self._by_conn.pop(conn, None)
+    def drop(self, conn: Subscriber) -> int:
+        """Forget a closed connection; returns how many subscriptions it had."""
+        return len(self._by_conn.pop(conn, {}))
 
     def count(self) -> int:
         return sum(len(subs) for subs in self._by_conn.values())

@@ -76,7 +76,7 @@ class Connection:
                 await self.handle(data)
         finally:
             self.closed = True
-            self.relay.subscriptions.drop(self)
+            self.relay.metrics.subscriptions_closed(self.relay.subscriptions.drop(self))
             for task in self._in_flight:
                 if not task.done():
                     await asyncio.wait([task], timeout=self.relay.settings.shutdown_timeout_s)
@@ -86,14 +86,14 @@ class Connection:
     async def handle(self, data: str | bytes) -> None:
         request = self.session.receive(data)
         if isinstance(request, Reply):
-            self.relay.metrics.message_refused(request.text)
             self.send_nowait(request.text)
         elif isinstance(request, Publish):
             await self._publish(request)
         elif isinstance(request, Subscribe):
             await self._subscribe(request)
         elif isinstance(request, Unsubscribe):
-            self.relay.subscriptions.remove(self, request.sub_id)
+            if self.relay.subscriptions.remove(self, request.sub_id):
+                self.relay.metrics.subscriptions_closed(1)
         elif isinstance(request, Count):
             total = await self.relay.store.count(list(request.filters))
             self.send_nowait(protocol.count_reply(request.sub_id, total))
@@ -122,4 +122,5 @@ class Connection:
         self.send_nowait(protocol.eose(request.sub_id))
         relay.metrics.req_served(asyncio.get_running_loop().time() - started)
         if request.sub_id in self.session.subscriptions:
-            relay.subscriptions.add(self, request.sub_id, request.filters)
+            if relay.subscriptions.add(self, request.sub_id, request.filters):
+                relay.metrics.subscription_opened()

@@ -151,6 +151,31 @@ def pr_root(event: Event) -> str | None:
     return None
 
 
+# --- repository state ----------------------------------------------------------------------
+BRANCH_AND_TAG = ("refs/heads/", "refs/tags/")
+
+
+def state_refs(event: Event) -> tuple[dict[str, str], str | None]:
+    """Branches/tags and the HEAD branch a 30618 state event lists.
+
+    Peeled entries (`refs/tags/v1^{}`) and values that are not object ids are ignored: they
+    are not refs a repo can hold."""
+    refs: dict[str, str] = {}
+    head: str | None = None
+    for tag in event.tags:
+        if len(tag) < 2:
+            continue
+        name, value = tag[0], tag[1]
+        if name == "HEAD":
+            if value.startswith("ref: refs/heads/"):
+                head = value[5:].strip()
+        elif name.startswith(BRANCH_AND_TAG) and "^{}" not in name:
+            value = value.strip().lower()
+            if is_hex(value, 40) or is_hex(value, 64):
+                refs[name] = value
+    return refs, head
+
+
 # --- maintainers ---------------------------------------------------------------------------
 def maintainer_set(
     owner: str, identifier: str, announcement_of: Callable[[str], Event | None]

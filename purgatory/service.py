@@ -1,0 +1,253 @@
+"""Hold, release and expire events that wait for their git data.
+
+Every held event is committed to the purgatory tables before its `OK`, so a `kill -9`
+loses nothing; deadlines are absolute (wall clock) so they survive restarts too. One
+function, `on_git_data(identifier)`, runs whenever data may have arrived (a push, a fetch,
+a new event whose data is already here): it releases what is satisfied, oldest first,
+aligns the repos and writes PR refs."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+from urllib.parse import quote
+
+import structlog
+
+from config import Settings
+from purgatory import release
+from storage import nip34
+from storage.event import Event
+from storage.repos import RepoStore
+
+log = structlog.get_logger(__name__)
+
+PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
+
+Broadcast = Callable[[Event], Awaitable[None]]
+Enqueue = Callable[[str, float], None]
+
+
+class Purgatory:
+    def __init__(self, settings: Settings, store: Any, repos: RepoStore, broadcast: Broadcast,
+                 metrics: Any, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.repos = repos
+        self.broadcast = broadcast
+        self.metrics = metrics
+        self.clock = clock
+        self.enqueue_sync: Enqueue | None = None  # set when the sync service runs
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    def quarantine_path(self, identifier: str) -> Path:
+        """Fetched objects wait here, outside the served repos, until their event is released:
+        protocol v2 serves any object of a repo by id, so unreleased data must not be in one."""
+        return self.settings.data_dir / "quarantine" / f"{quote(identifier, safe='')}.git"
+
+    # --- intake ---------------------------------------------------------------------------
+    async def accept(self, event: Event, identifier: str | None, source: str) -> str | None:
+        """Hold an event the policy sent to the purgatory. Returns the OK message ("" when
+        its data was already here and it is served now), or None when it expired earlier."""
+        if identifier is None:
+            identifier = event.d_tag
+        if await self.store.is_expired(event.id):
+            return None
+        if event.kind == nip34.ANNOUNCEMENT:
+            await asyncio.to_thread(self.repos.ensure, event.pubkey, identifier)
+        expires_at = self.clock() + self.settings.purgatory_expiry_s
+        held = await self.store.hold(event, identifier, None, expires_at, source)
+        if held:
+            self.metrics.purgatory_event(event.kind, "held")
+            log.info("purgatory_held", event_id=event.id, kind=event.kind, identifier=identifier)
+        released = await self.on_git_data(identifier)
+        if event.id in released:
+            return ""
+        if event.kind == nip34.ANNOUNCEMENT:
+            await self._adopt_served_state(event, identifier)
+            if event.id in await self.on_git_data(identifier):
+                return ""
+        if self.enqueue_sync is not None:
+            delay = self.settings.sync_user_delay_s if source == "client" else self.settings.sync_synced_delay_s
+            self.enqueue_sync(identifier, delay)
+        return PURGATORY_MESSAGE
+
+    async def adopt_announcement(self, announcement: Event) -> None:
+        """A served announcement (an update, or a maintainer's) has its repo, with data."""
+        await asyncio.to_thread(self.repos.ensure, announcement.pubkey, announcement.d_tag)
+        await self._adopt_served_state(announcement, announcement.d_tag)
+
+    async def _adopt_served_state(self, announcement: Event, identifier: str) -> None:
+        """A new owner whose maintainers already have a served state here gets that state's
+        data at once: the state is authoritative for this owner's repo as well."""
+        states = await self._served_states(identifier)
+        members = nip34.maintainer_set(announcement.pubkey, identifier, self._lookup(identifier))
+        for state in states:
+            if state.pubkey not in members:
+                continue
+            refs, head = nip34.state_refs(state)
+            source = self._locate(identifier, refs.values())
+            if source is not None:
+                target = self.repos.path(announcement.pubkey, identifier)
+                await self._align(source, target, refs, head)
+            return
+
+    # --- release --------------------------------------------------------------------------
+    async def on_git_data(self, identifier: str) -> set[str]:
+        """Release what the data now on this server satisfies; returns the released ids."""
+        lock = self._locks.setdefault(identifier, asyncio.Lock())
+        async with lock:
+            entries = await self.store.held(identifier)
+            if not entries:
+                self._drop_quarantine(identifier)
+                return set()
+            plan = release.plan(
+                entries,
+                lambda oids: self._locate(identifier, oids),
+                lambda author: self._owners_of(author, identifier),
+            )
+            if not plan.entries:
+                return set()
+            results = await self.store.release(plan.event_ids)
+            for entry, result in zip(plan.entries, results):
+                self.metrics.purgatory_event(entry.event.kind, "released")
+                log.info("purgatory_released", event_id=entry.event.id, kind=entry.event.kind,
+                         identifier=identifier, status=result.status)
+                if result.stored:
+                    await self.broadcast(entry.event)
+            await self._apply_states(identifier, plan.states)
+            await self._write_pr_refs(plan.prs)
+            if not await self.store.held(identifier):
+                self._drop_quarantine(identifier)
+            return set(plan.event_ids)
+
+    async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
+        """Align every authorised owner's repo with the newest released state, unless a newer
+        served state from that owner's maintainers already rules the repo."""
+        newest = release.newest_state(states)
+        if newest is None:
+            return
+        served = await self._served_states(identifier)
+        lookup = self._lookup(identifier)
+        for owner in newest.owners:
+            members = nip34.maintainer_set(owner, identifier, lookup)
+            latest = next((s for s in served if s.pubkey in members), None)
+            if latest is not None and latest.id != newest.event.id:
+                log.info("state_superseded", event_id=newest.event.id, by=latest.id, owner=owner)
+                continue
+            if self.repos.exists(owner, identifier):
+                await self._align(newest.source, self.repos.path(owner, identifier), newest.refs, newest.head)
+
+    async def _align(self, source: Path, target: Path, refs: dict[str, str], head: str | None) -> None:
+        if source != target:
+            await self.repos.copy_objects_async(source, target, sorted(set(refs.values())))
+        await self.repos.set_refs_async(target, refs, head)
+        log.info("repo_aligned", repo=str(target), refs=len(refs), head=head)
+
+    async def _write_pr_refs(self, prs: list[release.PrRelease]) -> None:
+        for pr in prs:
+            for owner, identifier in self._pr_repos(pr.event):
+                if not self.repos.exists(owner, identifier):
+                    continue
+                target = self.repos.path(owner, identifier)
+                if pr.source != target:
+                    await self.repos.copy_objects_async(pr.source, target, [pr.tip])
+                await asyncio.to_thread(self.repos.set_ref, target, f"refs/nostr/{pr.event.id}", pr.tip)
+
+    def _pr_repos(self, event: Event) -> list[tuple[str, str]]:
+        coords = nip34.pr_repo_coordinates(event)
+        if not coords and event.kind == nip34.PR_UPDATE:
+            root_id = nip34.pr_root(event)
+            root = self.store.view.get_event(root_id) if root_id else None
+            coords = nip34.pr_repo_coordinates(root) if root else []
+        out = []
+        for coord in coords:
+            parsed = nip34.parse_coordinate(coord)
+            if parsed is not None:
+                out.append((parsed[1], parsed[2]))
+        return out
+
+    # --- expiry ---------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purgatory_sweep_s)
+            try:
+                await self.expire_due()
+            except Exception as exc:  # keep sweeping; a failed sweep is retried next round
+                log.error("purgatory_sweep_failed", error=str(exc))
+
+    async def expire_due(self) -> int:
+        due = await self.store.expired_due(self.clock())
+        if not due:
+            return 0
+        await self.store.discard([e.event.id for e in due], "expired")
+        for entry in due:
+            self.metrics.purgatory_event(entry.event.kind, "expired")
+            log.info("purgatory_expired", event_id=entry.event.id, kind=entry.event.kind,
+                     identifier=entry.identifier)
+            if entry.event.kind == nip34.ANNOUNCEMENT:
+                await self._remove_if_unserved(entry.event.pubkey, entry.identifier)
+        for identifier in {e.identifier for e in due}:
+            if not await self.store.held(identifier):
+                self._drop_quarantine(identifier)
+        return len(due)
+
+    async def _remove_if_unserved(self, owner: str, identifier: str) -> None:
+        if self.store.view.served_announcement(owner, identifier) is not None:
+            return
+        if self.repos.exists(owner, identifier) and not self.repos.refs(self.repos.path(owner, identifier)):
+            await self.repos.remove_async(owner, identifier)
+            log.info("repo_removed", owner=owner, identifier=identifier, reason="announcement expired")
+
+    def _drop_quarantine(self, identifier: str) -> None:
+        path = self.quarantine_path(identifier)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+    # --- reading the world ----------------------------------------------------------------
+    def _lookup(self, identifier: str) -> Callable[[str], Event | None]:
+        view = self.store.view
+        return lambda pubkey: view.announcement(pubkey, identifier)
+
+    def _owners_of(self, author: str, identifier: str) -> list[str]:
+        view = self.store.view
+        return nip34.owners_authorising(author, view.announcements_for(identifier), self._lookup(identifier))
+
+    def sources(self, identifier: str) -> list[Path]:
+        """Where the objects for an identifier may be: every owner's repo, then the quarantine."""
+        paths = [
+            self.repos.path(ann.pubkey, identifier)
+            for ann in self.store.view.announcements_for(identifier)
+            if self.repos.exists(ann.pubkey, identifier)
+        ]
+        quarantine = self.quarantine_path(identifier)
+        if (quarantine / "HEAD").is_file():
+            paths.append(quarantine)
+        return paths
+
+    def _locate(self, identifier: str, oids: Iterable[str]) -> Path | None:
+        wanted = list(oids)
+        for path in self.sources(identifier):
+            if not self.repos.missing(path, wanted):
+                return path
+        return None
+
+    async def _served_states(self, identifier: str) -> list[Event]:
+        """Served 30618s for this identifier, newest first (tie: lowest id)."""
+        from storage.filters import Filter
+
+        found = await self.store.query([Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))], 1000)
+        return sorted(found, key=lambda e: (-e.created_at, e.id))
