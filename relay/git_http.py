@@ -264,6 +264,9 @@ class GitHttp:
                                  body, "application/x-git-receive-pack-result")
             if rc != 0:
                 return
+            if not updates:  # the client's "0000" probe before a large push
+                await _end(send)
+                return
             try:
                 applied = [u for u in updates if self._landed(repo, u)]
                 log.info("pushed", repo=str(repo.path), updates=len(updates), applied=len(applied))
