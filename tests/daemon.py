@@ -100,13 +100,13 @@ class Daemon:
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
         req = urllib.request.Request(self.http_url + path, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
+                return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
+            return err.code, err.headers, err.read()
 
 
 class Client:
