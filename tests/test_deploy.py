@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -351,3 +352,81 @@ def test_notify_without_manager_is_a_quiet_no(tmp_path: Path, monkeypatch: pytes
     assert sdnotify.notify("READY=1") is False
     monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")
     assert sdnotify.notify("READY=1") is False
+
+
+# --- the real daemon with the deployment's expectations ------------------------------------------
+GRASP_RELAY = Path(sys.executable).parent / "grasp-relay"
+
+
+def daemon_env(tmp_path: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}
+    env.update({
+        "GRASP_BIND": f"127.0.0.1:{port}",
+        "GRASP_DOMAIN": f"127.0.0.1:{port}",
+        "GRASP_DATA_DIR": str(tmp_path / "data"),
+        "GRASP_LOG_FORMAT": "json",
+        "GRASP_LOG_LEVEL": "warning",
+        "GRASP_SYNC_ENABLED": "false",
+    })
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_check_config_accepts_the_image_and_unit_environments(tmp_path: Path) -> None:
+    if not GRASP_RELAY.exists():
+        pytest.skip(f"{GRASP_RELAY} not installed")
+    unit_env = dict(
+        pair.split("=", 1) for line in unit_entries()["Environment"] for pair in shlex.split(line)
+    )
+    for extra in (dockerfile_env(), unit_env, {"GRASP_BIND": "nonsense"}):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}
+        env.update({k: v for k, v in extra.items() if k.startswith("GRASP_")})
+        done = subprocess.run(
+            [str(GRASP_RELAY), "check-config"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+        )
+        if extra.get("GRASP_BIND") == "nonsense":
+            assert done.returncode != 0 and "GRASP_BIND" in done.stderr
+        else:
+            assert done.returncode == 0, done.stderr
+            for key, value in extra.items():
+                if key.startswith("GRASP_"):
+                    assert f"{key}={value}" in done.stdout
+
+
+def test_daemon_notifies_systemd_and_passes_the_docker_healthcheck(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
+    """What Type=notify and HEALTHCHECK rely on, against the real daemon: READY=1 once it
+    listens, /health answers the image's check, SIGTERM ends it cleanly in time."""
+    if not GRASP_RELAY.exists():
+        pytest.skip(f"{GRASP_RELAY} not installed")
+    port = free_port()
+    env = daemon_env(tmp_path, port)
+    env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen([str(GRASP_RELAY)], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        notify_socket.settimeout(30)
+        assert notify_socket.recv(4096).split(b"\n")[0] == b"READY=1"
+        (health,) = instruction("HEALTHCHECK")
+        argv = json.loads(health[health.index("CMD") + 3 :].strip())
+        check = subprocess.run(
+            [sys.executable, *argv[1:]], env={**os.environ, "GRASP_BIND": f"0.0.0.0:{port}"},
+            capture_output=True, timeout=20,
+        )
+        assert check.returncode == 0, check.stderr
+        proc.terminate()
+        # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so "killed by
+        # SIGTERM" is a clean stop here; systemd counts it as success too.
+        code = proc.wait(timeout=Settings(_env_file=None).shutdown_timeout_s + 10)  # type: ignore[call-arg]
+        assert code in (0, -signal.SIGTERM), (code, (tmp_path / "daemon.log").read_text())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
