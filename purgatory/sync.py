@@ -165,7 +165,8 @@ async def fetch_holding_slot(
     rt: SyncRuntime, identifier: str, url: str, domain: str, oids: frozenset[str]
 ) -> FetchOutcome:
     """Fetch with a slot already taken; the slot is freed however the fetch ends, and a
-    network-level failure cools the domain off before anyone may use the slot again."""
+    network-level failure cools the domain off before anyone may use the slot again. The new
+    data is processed after the slot is freed, so slow processing never holds a slot."""
     started = rt.ctx.now()
     try:
         try:
@@ -185,8 +186,8 @@ async def fetch_holding_slot(
               detail=outcome.detail)
     if rt.observer is not None:
         rt.observer(record)
-    if outcome.ok:
-        await rt.process(identifier)
+    if outcome.ok and await rt.ctx.needed_oids(identifier) != oids:
+        await rt.process(identifier)  # only when the fetch brought something (as the seed)
     return outcome
 
 

@@ -1,0 +1,297 @@
+"""Sync selection, fetching and the SyncService loops, driven by a fake SyncContext.
+
+The fake plays the store (pending entries, needed OIDs, clone URLs) and the upstream servers
+(which OIDs each URL serves, failures, how long a fetch takes), and records what the upstream
+saw. Its clock is `time.monotonic`, the clock asyncio sleeps on, with short settings so the
+loop tests take well under a second each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from config.settings import Settings
+from purgatory.context import FetchKind, FetchOutcome
+from purgatory.sync import (
+    FetchRecord,
+    SyncRuntime,
+    SyncService,
+    from_url,
+    next_url,
+    select_url,
+    sync_identifier,
+)
+from purgatory.throttle import ThrottleManager, domain_of
+
+A1, A2 = "https://a.example/r.git", "https://a.example/mirror/r.git"
+B1 = "https://b.example/r.git"
+OWN = "https://relay.example/npub1me/r.git"
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.urls: dict[str, list[str]] = {}
+        self.needed: dict[str, set[str]] = {}  # pending identifiers -> OIDs their events need
+        self.repo: defaultdict[str, set[str]] = defaultdict(set)  # OIDs we already hold
+        self.serves: dict[str, set[str]] = {}  # upstream URL -> OIDs it has
+        self.failures: dict[str, FetchKind] = {}
+        self.fail_once: set[str] = set()
+        self.raise_on: set[str] = set()
+        self.fetch_delay = 0.0
+        self.fetches: list[tuple[float, str, str]] = []  # (start, identifier, url)
+        self.in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.total_in_flight = self.peak_total = 0
+        self.processed: Counter[str] = Counter()
+
+    def add(self, identifier: str, urls: list[str], needed: set[str]) -> None:
+        self.urls[identifier] = urls
+        self.needed[identifier] = needed
+
+    def fetched_urls(self, identifier: str | None = None) -> list[str]:
+        return [u for _, i, u in self.fetches if identifier in (None, i)]
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def has_pending(self, identifier: str) -> bool:
+        return identifier in self.needed
+
+    async def needed_oids(self, identifier: str) -> set[str]:
+        return self.needed.get(identifier, set()) - self.repo[identifier]
+
+    async def clone_urls(self, identifier: str) -> list[str]:
+        return list(self.urls.get(identifier, []))
+
+    async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
+        domain = domain_of(url) or ""
+        self.fetches.append((self.now(), identifier, url))
+        self.in_flight[domain] += 1
+        self.total_in_flight += 1
+        self.peak[domain] = max(self.peak[domain], self.in_flight[domain])
+        self.peak_total = max(self.peak_total, self.total_in_flight)
+        try:
+            await asyncio.sleep(self.fetch_delay)
+        finally:
+            self.in_flight[domain] -= 1
+            self.total_in_flight -= 1
+        if url in self.raise_on:
+            raise RuntimeError("broken adapter")
+        if url in self.failures:
+            kind = self.failures[url]
+            if url in self.fail_once:
+                del self.failures[url]
+            return FetchOutcome.failure(kind, "fake failure")
+        self.repo[identifier] |= self.serves.get(url, set()) & oids
+        return FetchOutcome.success()
+
+    async def process_new_data(self, identifier: str) -> None:
+        self.processed[identifier] += 1
+        if identifier in self.needed and not await self.needed_oids(identifier):
+            del self.needed[identifier]
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "domain": "relay.example", "sync_backoff_base_s": 30, "sync_backoff_max_s": 60,
+        "throttle_max_concurrent": 5, "throttle_max_per_minute": 30, "throttle_window_s": 60,
+        "fetch_cooloff_s": 60, "fetch_timeout_s": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def runtime(ctx: FakeContext, **overrides: object) -> SyncRuntime:
+    settings = make_settings(**overrides)
+    return SyncRuntime(settings, ctx, ThrottleManager.from_settings(settings))
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+# --- next_url (the seed's cases and more) -------------------------------------------------
+
+
+async def test_next_url_no_pending_events() -> None:
+    ctx = FakeContext()
+    ctx.urls["test"] = [A1]
+    assert await next_url(runtime(ctx), "test", None, set()) is None
+
+
+async def test_next_url_no_oids_needed() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], set())
+    assert await next_url(runtime(ctx), "test", None, set()) is None
+
+
+async def test_next_url_returns_non_throttled() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"abc123"})
+    assert await next_url(runtime(ctx), "test", None, set()) == A1
+
+
+async def test_next_url_skips_tried_and_none_when_all_tried() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, B1], {"abc123"})
+    rt = runtime(ctx)
+    assert await next_url(rt, "test", None, {A1}) == B1
+    assert await next_url(rt, "test", None, {A1, B1}) is None
+
+
+async def test_next_url_specific_domain() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, B1], {"abc123"})
+    rt = runtime(ctx)
+    assert await next_url(rt, "test", "b.example:443", set()) == B1
+    assert await next_url(rt, "test", "a.example:443", {A1}) is None
+    assert await next_url(rt, "test", "c.example:443", set()) is None
+
+
+async def test_next_url_never_offers_our_own_origin() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [OWN, "http://RELAY.example/x.git", B1], {"abc123"})
+    rt = runtime(ctx)
+    assert await next_url(rt, "test", None, set()) == B1
+    assert await next_url(rt, "test", "relay.example:443", set()) is None
+
+
+async def test_next_url_skips_throttled_domain_unless_asked_for_it() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, B1], {"abc123"})
+    rt = runtime(ctx, throttle_max_concurrent=1)
+    assert rt.throttles.try_acquire("a.example:443", ctx.now())
+    assert await next_url(rt, "test", None, set()) == B1
+    assert await next_url(rt, "test", "a.example:443", set()) == A1
+
+
+def test_select_url_ignores_duplicates_and_unusable_urls() -> None:
+    urls = ["not a url", "git@a.example:r.git", A1, A1, B1]
+    assert select_url(urls, None, set(), lambda d: False, "relay.example") == A1
+    assert select_url(urls, None, {A1}, lambda d: False, "relay.example") == B1
+    assert select_url(urls, None, set(), lambda d: d == "a.example:443", "relay.example") == B1
+
+
+# --- from_url and sync_identifier -------------------------------------------------------------
+
+
+async def test_from_url_fetches_and_processes() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"abc123"})
+    ctx.serves[A1] = {"abc123"}
+    records: list[FetchRecord] = []
+    rt = runtime(ctx)
+    rt.observer = records.append
+    outcome = await from_url(rt, "test", A1)
+    assert outcome == FetchOutcome.success()
+    assert ctx.processed["test"] == 1 and "test" not in ctx.needed
+    assert rt.throttles.get("a.example:443").in_flight == 0  # type: ignore[union-attr]
+    assert [(r.url, r.domain, r.outcome.kind) for r in records] == [(A1, "a.example:443", "ok")]
+    assert rt.stats.fetch_outcomes == Counter(ok=1)
+
+
+async def test_from_url_skips_when_nothing_is_needed() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], set())
+    assert await from_url(runtime(ctx), "test", A1) is None
+    assert ctx.fetches == []
+
+
+async def test_full_sync_with_two_servers() -> None:
+    ctx = FakeContext()
+    ctx.add("test", ["https://server1.com/r.git", "https://server2.com/r.git"], {"abc123"})
+    ctx.serves["https://server2.com/r.git"] = {"abc123"}
+    assert await sync_identifier(runtime(ctx), "test") is True
+    assert ctx.fetched_urls() == ["https://server1.com/r.git", "https://server2.com/r.git"]
+    assert ctx.processed["test"] == 1 and "test" not in ctx.needed
+
+
+async def test_sync_completes_as_soon_as_nothing_is_needed() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, B1, "https://c.example/r.git"], {"x", "y"})
+    ctx.serves[A1] = {"x", "y"}
+    assert await sync_identifier(runtime(ctx), "test") is True
+    assert ctx.fetched_urls() == [A1]
+
+
+async def test_sync_without_fetching_when_data_already_arrived() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.repo["test"] = {"x"}  # a push brought it meanwhile
+    assert await sync_identifier(runtime(ctx), "test") is True
+    assert ctx.fetches == [] and ctx.processed["test"] == 1
+
+
+async def test_sync_tries_each_url_once_then_reports_not_done() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, A2, B1], {"x"})
+    rt = runtime(ctx)
+    assert await sync_identifier(rt, "test") is False
+    assert sorted(ctx.fetched_urls()) == sorted([A1, A2, B1])
+    assert rt.stats.handed_to_domains == 0 and ctx.processed["test"] == 0
+
+
+async def test_sync_hands_identifier_to_throttled_domains() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, A2, B1], {"x"})
+    rt = runtime(ctx, throttle_max_per_minute=1)
+    assert await sync_identifier(rt, "test") is False
+    # A1 used a.example's only request of the window, so A2 waits in a.example's queue,
+    # remembering that A1 was tried; b.example has nothing left to try.
+    assert ctx.fetched_urls() == [A1, B1]
+    a = rt.throttles.get("a.example:443")
+    assert a is not None and a.waiting_count == 1 and a.tried_urls("test") == {A1}
+    assert not rt.throttles.get("b.example:443").has_waiting  # type: ignore[union-attr]
+
+
+async def test_network_failure_cools_the_domain_off() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, A2, B1], {"x"})
+    ctx.failures[A1] = "refused"
+    rt = runtime(ctx, fetch_cooloff_s=60)
+    assert await sync_identifier(rt, "test") is False
+    assert ctx.fetched_urls() == [A1, B1]  # A2 is not tried while a.example cools off
+    assert rt.throttles.is_throttled("a.example:443", ctx.now())
+    assert not rt.throttles.is_throttled("a.example:443", ctx.now() + 61)
+    assert rt.throttles.get("a.example:443").tried_urls("test") == {A1}  # type: ignore[union-attr]
+    assert rt.stats.fetch_outcomes == Counter(refused=1, ok=1)
+
+
+@pytest.mark.parametrize("kind", ["not-our-ref", "http", "error"])
+async def test_repository_level_failure_does_not_cool_off(kind: FetchKind) -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1, A2], {"x"})
+    ctx.failures[A1] = kind
+    rt = runtime(ctx)
+    assert await sync_identifier(rt, "test") is False
+    assert ctx.fetched_urls() == [A1, A2]
+    assert not rt.throttles.is_throttled("a.example:443", ctx.now())
+
+
+async def test_broken_fetch_is_an_error_outcome_and_frees_the_slot() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.raise_on.add(A1)
+    rt = runtime(ctx)
+    outcome = await from_url(rt, "test", A1)
+    assert outcome is not None and outcome.kind == "error" and "broken adapter" in outcome.detail
+    assert rt.throttles.get("a.example:443").in_flight == 0  # type: ignore[union-attr]
+
+
+async def test_fetch_timeout_frees_the_slot_and_cools_off() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.fetch_delay = 30
+    rt = runtime(ctx, fetch_timeout_s=0.05)
+    outcome = await from_url(rt, "test", A1)
+    assert outcome is not None and outcome.kind == "timeout"
+    throttle = rt.throttles.get("a.example:443")
+    assert throttle is not None and throttle.in_flight == 0 and throttle.cooling_off(ctx.now())
