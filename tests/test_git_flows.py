@@ -1,0 +1,226 @@
+"""GRASP flows through the running daemon: the real git CLI over HTTP and a real websocket
+client. Events first, then pushes; refused pushes; maintainers; PRs; expiry; crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.event import sign_event
+from tests.daemon import ALICE, BOB, CAROL, Client, announcement, now, npub_of, pubkey_of, state
+from tests.gitutil import commit, git, make_repo, push, remote_head, remote_refs, rev
+
+
+def repo_url(daemon, secret: str, identifier: str) -> str:
+    return f"{daemon.http_url}/{npub_of(secret)}/{identifier}.git"
+
+
+async def announce_and_state(client: Client, daemon, secret: str, identifier: str, refs: dict[str, str],
+                             head: str = "refs/heads/main", maintainers: list[str] | None = None) -> tuple:
+    ann = announcement(secret, daemon.domain, identifier, maintainers=maintainers)
+    ok, msg = await client.publish(ann)
+    assert ok and msg.startswith("purgatory:"), msg
+    st = state(secret, identifier, refs, head)
+    ok, msg = await client.publish(st)
+    assert ok and msg.startswith("purgatory:"), msg
+    return ann, st
+
+
+async def ids_served(client: Client, *ids: str) -> set[str]:
+    return {e["id"] for e in await client.query({"ids": list(ids)})}
+
+
+async def test_event_first_then_push_releases_and_serves(daemon, tmp_path: Path) -> None:
+    work = make_repo(tmp_path / "work", commits=2)
+    git("branch", "dev", cwd=work)
+    main = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    listener = await Client.connect(daemon.ws_url)
+    try:
+        await listener.send(["REQ", "live", {"kinds": [30617, 30618]}])
+        assert (await listener.recv())[0] == "EOSE"
+        refs = {"refs/heads/main": main, "refs/heads/dev": main}
+        ann, st = await announce_and_state(client, daemon, ALICE, "proj", refs, head="refs/heads/dev")
+        assert await ids_served(client, ann.id, st.id) == set()
+        url = repo_url(daemon, ALICE, "proj")
+        result = push(work, url, "main", "dev")
+        assert result.returncode == 0, result.stderr
+        assert await ids_served(client, ann.id, st.id) == {ann.id, st.id}
+        live = {(await listener.recv())[2]["id"] for _ in range(2)}
+        assert live == {ann.id, st.id}
+        assert remote_refs(url) == {"HEAD": main, "refs/heads/main": main, "refs/heads/dev": main}
+        assert remote_head(url) == "refs/heads/dev"
+        clone = tmp_path / "clone"
+        git("clone", "-q", url, str(clone))
+        assert rev(clone) == main
+        status, _, body = daemon.get(f"/{npub_of(ALICE)}/proj.git")
+        assert status == 200 and b"git clone" in body
+    finally:
+        await client.close()
+        await listener.close()
+
+
+async def test_refused_pushes_show_reasons(daemon, tmp_path: Path) -> None:
+    work = make_repo(tmp_path / "work", commits=1)
+    first = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        url = repo_url(daemon, ALICE, "r")
+        ann = announcement(ALICE, daemon.domain, "r")
+        assert (await client.publish(ann))[0]
+        no_state = push(work, url, "main")
+        assert no_state.returncode != 0 and "no state event" in no_state.stderr + no_state.stdout
+        second = commit(work, "x.txt")
+        st = state(ALICE, "r", {"refs/heads/main": first})
+        assert (await client.publish(st))[0]
+        wrong = push(work, url, "main")
+        assert wrong.returncode != 0
+        assert f"lists refs/heads/main at {first}" in wrong.stderr + wrong.stdout
+        outsider = state(CAROL, "r", {"refs/heads/main": second}, created_at=now() + 5)
+        ok, msg = await client.publish(outsider)
+        assert not ok and msg.startswith("invalid:")
+        assert push(work, url, f"{first}:refs/heads/main").returncode == 0
+        extra = push(work, url, "main:refs/heads/extra")
+        assert extra.returncode != 0 and "refs/heads/extra" in extra.stderr + extra.stdout
+        deleting = push(work, url, ":refs/heads/main")
+        assert deleting.returncode != 0
+        assert remote_refs(url)["refs/heads/main"] == first
+        other_ns = push(work, url, "main:refs/other/x")
+        assert other_ns.returncode != 0 and "only refs/heads" in other_ns.stderr + other_ns.stdout
+    finally:
+        await client.close()
+
+
+async def test_maintainer_state_authorises_push_and_updates_maintainer_repo(daemon, tmp_path: Path) -> None:
+    work = make_repo(tmp_path / "work", commits=2)
+    tip = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        a_ann = announcement(ALICE, daemon.domain, "shared", maintainers=[pubkey_of(BOB)])
+        b_ann = announcement(BOB, daemon.domain, "shared")
+        assert (await client.publish(a_ann))[0] and (await client.publish(b_ann))[0]
+        b_state = state(BOB, "shared", {"refs/heads/main": tip})
+        assert (await client.publish(b_state))[1].startswith("purgatory:")
+        result = push(work, repo_url(daemon, ALICE, "shared"), "main")
+        assert result.returncode == 0, result.stderr
+        assert remote_refs(repo_url(daemon, BOB, "shared"))["refs/heads/main"] == tip
+        assert await ids_served(client, a_ann.id, b_ann.id, b_state.id) == {a_ann.id, b_ann.id, b_state.id}
+    finally:
+        await client.close()
+
+
+def pr_event(secret: str, owner: str, identifier: str, tip: str, created_at: int | None = None):
+    tags = [["a", f"30617:{owner}:{identifier}"], ["c", tip], ["subject", "a change"], ["branch-name", "feature"]]
+    return sign_event(secret, 1618, "please merge", tags, created_at or now())
+
+
+async def test_pull_request_flows(daemon, tmp_path: Path) -> None:
+    work = make_repo(tmp_path / "work", commits=1)
+    base = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "prs", {"refs/heads/main": base})
+        url = repo_url(daemon, ALICE, "prs")
+        assert push(work, url, "main").returncode == 0
+        owner = pubkey_of(ALICE)
+        # event first: held until the tip is pushed to refs/nostr/<id>
+        tip1 = commit(work, "pr1.txt")
+        pr1 = pr_event(CAROL, owner, "prs", tip1)
+        ok, msg = await client.publish(pr1)
+        assert ok and msg.startswith("purgatory:")
+        assert await ids_served(client, pr1.id) == set()
+        wrong_tip = push(work, url, f"{base}:refs/nostr/{pr1.id}")
+        assert wrong_tip.returncode != 0 and f"names tip {tip1}" in wrong_tip.stderr + wrong_tip.stdout
+        assert push(work, url, f"{tip1}:refs/nostr/{pr1.id}").returncode == 0
+        assert await ids_served(client, pr1.id) == {pr1.id}
+        # push first: the later event is served at once
+        tip2 = commit(work, "pr2.txt")
+        pr2 = pr_event(CAROL, owner, "prs", tip2, created_at=now() + 1)
+        assert push(work, url, f"{tip2}:refs/nostr/{pr2.id}").returncode == 0
+        ok, msg = await client.publish(pr2)
+        assert ok and msg == ""
+        assert await ids_served(client, pr2.id) == {pr2.id}
+        refs = remote_refs(url)
+        assert refs[f"refs/nostr/{pr1.id}"] == tip1 and refs[f"refs/nostr/{pr2.id}"] == tip2
+    finally:
+        await client.close()
+
+
+async def test_fetch_non_tip_oid_and_partial_clone(daemon, tmp_path: Path) -> None:
+    work = make_repo(tmp_path / "work", commits=3)
+    tip, older = rev(work), rev(work, "HEAD~2")
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "fetchy", {"refs/heads/main": tip})
+        url = repo_url(daemon, ALICE, "fetchy")
+        assert push(work, url, "main").returncode == 0
+    finally:
+        await client.close()
+    target = tmp_path / "by-oid"
+    git("init", "-q", "--bare", str(target))
+    git("fetch", "-q", url, older, cwd=target)
+    assert git("cat-file", "-t", older, cwd=target).stdout.strip() == "commit"
+    partial = tmp_path / "partial"
+    git("clone", "-q", "--filter=blob:none", "--no-checkout", url, str(partial))
+    assert git("config", "remote.origin.promisor", cwd=partial).stdout.strip() == "true"
+
+
+async def test_purgatory_expiry_removes_unserved_repo(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(purgatory_expiry_s="1", purgatory_sweep_s="0.2")
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann = announcement(ALICE, daemon.domain, "gone")
+        assert (await client.publish(ann))[1].startswith("purgatory:")
+        repo_dir = daemon.data_dir / "repos" / npub_of(ALICE) / "gone.git"
+        assert repo_dir.is_dir()
+        deadline = time.monotonic() + 10
+        while repo_dir.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not repo_dir.exists()
+        assert json.loads(daemon.get("/health")[2])["purgatory"] == {}
+        ok, msg = await client.publish(ann)
+        assert not ok and "expired" in msg
+    finally:
+        await client.close()
+
+
+async def test_kill_9_with_purgatory_then_restart_and_push(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path / "crashdata")
+    work = make_repo(tmp_path / "work", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    ann, st = await announce_and_state(client, daemon, ALICE, "crash", {"refs/heads/main": rev(work)})
+    await client.close()
+    daemon.kill9()
+    daemon.start()
+    assert push(work, repo_url(daemon, ALICE, "crash"), "main").returncode == 0
+    client = await Client.connect(daemon.ws_url)
+    try:
+        assert await ids_served(client, ann.id, st.id) == {ann.id, st.id}
+    finally:
+        await client.close()
+
+
+async def test_pages_traversal_and_oversized_push(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(max_push_bytes="65536")
+    npub = npub_of(ALICE)
+    assert daemon.get(f"/{npub}/unknown.git")[0] == 404
+    assert daemon.get(f"/{npub}/unknown.git/info/refs?service=git-upload-pack")[0] == 404
+    for bad in ("%2e%2e", "a%2fb", "a%00b", "a%5cb"):
+        status, headers, _ = daemon.get(f"/{npub}/{bad}.git/info/refs?service=git-upload-pack")
+        assert status in (400, 404) and headers["Access-Control-Allow-Origin"] == "*"
+    work = make_repo(tmp_path / "work", commits=1)
+    (work / "big.bin").write_bytes(__import__("os").urandom(200_000))
+    big = commit(work, "marker.txt")
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "big", {"refs/heads/main": big})
+        result = push(work, repo_url(daemon, ALICE, "big"), "main")
+        assert result.returncode != 0
+        assert daemon.get("/health")[0] == 200
+        assert "refs/heads/main" not in remote_refs(repo_url(daemon, ALICE, "big"))
+    finally:
+        await client.close()
