@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     max_push_bytes: int = Field(1024**3, ge=1024)
     max_gzip_bytes: int = Field(64 * 1024**2, ge=1024, description="decoded size cap of gzip bodies")
     git_binary: str = "git"
+    git_body_idle_timeout_s: float = Field(
+        60, gt=0, description="give up on a git request body that sends nothing for this long")
 
     # --- operations ---------------------------------------------------------------------
     metrics_enabled: bool = True

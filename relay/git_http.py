@@ -95,16 +95,20 @@ class ClientGone(Exception):
     """The client disconnected before its body was complete."""
 
 
-async def body_chunks(receive: Receive, gzip: bool, cap: int, gzip_cap: int) -> AsyncIterator[bytes]:
+async def body_chunks(receive: Receive, gzip: bool, cap: int, gzip_cap: int,
+                      idle_timeout: float = 60) -> AsyncIterator[bytes]:
     """The request body, gunzipped incrementally when needed, raising once it exceeds `cap`
     (decoded bytes) or, for gzip, `gzip_cap`: a small compressed body must not expand into
-    gigabytes in memory."""
+    gigabytes in memory. A body that stalls is abandoned: a push holds its repo's lock."""
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
     total = 0
     limit = min(cap, gzip_cap) if gzip else cap
     more = True
     while more:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), idle_timeout)
+        except asyncio.TimeoutError:
+            raise BadBody(f"request body stalled for {idle_timeout:g} s") from None
         if message["type"] == "http.disconnect":
             raise ClientGone()
         data = message.get("body", b"")
@@ -187,6 +191,10 @@ class GitHttp:
         pubkey = npub_to_hex(npub)
         return RepoRef(npub, pubkey, identifier, self.store.path(npub, identifier))
 
+    def _body(self, scope: Scope, receive: Receive, cap: int) -> AsyncIterator[bytes]:
+        return body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes,
+                           self.settings.git_body_idle_timeout_s)
+
     def _env(self, scope: Scope, service: str) -> dict[str, str]:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         env.pop("GIT_PROTOCOL", None)
@@ -225,7 +233,7 @@ class GitHttp:
     # --- upload-pack --------------------------------------------------------------------
     async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
         cap = self.settings.max_gzip_bytes  # wants/haves only: the gzip cap bounds it too
-        body = body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes)
+        body = self._body(scope, receive, cap)
         cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
         rc = await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
                              "application/x-git-upload-pack-result")
@@ -239,7 +247,7 @@ class GitHttp:
         if length is not None and length.isdigit() and int(length) > cap:
             await respond_text(send, 413, f"push is larger than the limit of {cap} bytes\n")
             return
-        body = body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes)
+        body = self._body(scope, receive, cap)
         parser = CommandParser()
         try:
             async for chunk in body:

@@ -56,7 +56,8 @@ def _free_socket() -> socket.socket:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("githttp")
-    settings = Settings(data_dir=root, max_push_bytes=MAX_PUSH, max_gzip_bytes=MAX_GZIP)
+    settings = Settings(data_dir=root, max_push_bytes=MAX_PUSH, max_gzip_bytes=MAX_GZIP,
+                        git_body_idle_timeout_s=1.0)
     store = RepoStore(settings.repos_dir, settings.git_binary)
     policy = Policy()
 
@@ -316,3 +317,19 @@ def test_dumb_http_and_wrong_method(served: tuple[str, list[str]], server: Serve
     assert request(server, "GET", base + "/HEAD")[0] == 404
     status, headers, _ = request(server, "GET", base + "/git-upload-pack")
     assert status == 405 and headers["allow"] == "POST"
+
+
+def test_stalled_push_body_is_abandoned(server: Server) -> None:
+    _, path = new_repo(server, "stall")
+    head = (f"POST /{server.npub}/stall.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/x-git-receive-pack-request\r\nContent-Length: 5000\r\n\r\n")
+    with socket.create_connection((server.host, server.port), timeout=15) as sock:
+        sock.sendall(head.encode() + encode(f"{'0' * 40} {'a' * 40} refs/heads/main\0report-status\n"))
+        answer = b""
+        while b"stalled" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"stalled" in answer
+    assert server.store.refs(path) == {}
