@@ -295,3 +295,171 @@ async def test_fetch_timeout_frees_the_slot_and_cools_off() -> None:
     assert outcome is not None and outcome.kind == "timeout"
     throttle = rt.throttles.get("a.example:443")
     assert throttle is not None and throttle.in_flight == 0 and throttle.cooling_off(ctx.now())
+
+
+# --- SyncService loops ----------------------------------------------------------------------
+
+
+async def run_service(ctx: FakeContext, **overrides: object) -> SyncService:
+    service = SyncService(make_settings(**overrides), ctx)
+    service.start()
+    return service
+
+
+async def test_service_syncs_enqueued_identifier_and_forgets_it() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.serves[A1] = {"x"}
+    service = await run_service(ctx)
+    try:
+        service.enqueue("test", 0.05)
+        assert service.queue_length == 1
+        await eventually(lambda: service.queue_length == 0)
+        assert ctx.processed["test"] == 1 and "test" not in ctx.needed
+        assert service.stats.syncs_done == 1 and service.active_syncs == 0
+    finally:
+        await service.stop()
+
+
+async def test_service_backs_off_and_retries_until_data_appears() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    service = await run_service(ctx, sync_backoff_base_s=0.02, sync_backoff_max_s=0.05)
+    try:
+        service.trigger_immediate_sync("test")
+        await eventually(lambda: len(ctx.fetches) >= 3)  # each retry tries A1 afresh
+        entry = service.queue.get("test")
+        assert entry is not None and entry.attempt_count >= 2
+        ctx.serves[A1] = {"x"}
+        await eventually(lambda: service.queue_length == 0)
+        assert "test" not in ctx.needed and service.stats.syncs_retried >= 2
+    finally:
+        await service.stop()
+
+
+async def test_service_new_event_during_sync_runs_it_again() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.serves[A1] = {"x"}
+    ctx.fetch_delay = 0.1
+    service = await run_service(ctx)
+    try:
+        service.trigger_immediate_sync("test")
+        await eventually(lambda: ctx.total_in_flight == 1)
+        service.enqueue("test", 0)  # fresh start requested while the attempt runs
+        await eventually(lambda: service.queue_length == 0)
+        assert service.stats.syncs_started == 2 and service.stats.syncs_done == 2
+    finally:
+        await service.stop()
+
+
+async def test_service_caps_concurrent_identifier_syncs() -> None:
+    ctx = FakeContext()
+    ctx.fetch_delay = 0.03
+    for n in range(6):
+        url = f"https://host{n}.example/r.git"  # distinct domains: only the global cap binds
+        ctx.add(f"id{n}", [url], {f"oid{n}"})
+        ctx.serves[url] = {f"oid{n}"}
+    service = await run_service(ctx, sync_max_concurrent=2)
+    try:
+        for n in range(6):
+            service.trigger_immediate_sync(f"id{n}")
+        await eventually(lambda: not ctx.needed and service.queue_length == 0)
+        assert ctx.peak_total == 2
+    finally:
+        await service.stop()
+
+
+async def test_throttle_limits_hold_against_the_upstream() -> None:
+    """Many identifiers on one domain: the fake upstream never sees more than 2 requests at
+    once nor more than 10 starts in any window, and everything still completes through the
+    domain's waiting queue (the main path backs off for 30 s, far past this test)."""
+    window = 0.5
+    ctx = FakeContext()
+    ctx.fetch_delay = 0.02
+    for n in range(6):
+        urls = [f"https://a.example/m{m}/r{n}.git" for m in range(4)]
+        ctx.add(f"id{n}", urls, {f"oid{n}"})
+        ctx.serves[urls[-1]] = {f"oid{n}"}
+    service = await run_service(
+        ctx, throttle_max_concurrent=2, throttle_max_per_minute=10, throttle_window_s=window
+    )
+    try:
+        for n in range(6):
+            service.trigger_immediate_sync(f"id{n}")
+        await eventually(lambda: not ctx.needed, timeout=10)
+        starts = sorted(t for t, _, _ in ctx.fetches)
+        assert len(starts) == 24
+        assert ctx.peak["a.example:443"] == 2
+        assert service.domain_stats()["a.example:443"].peak_in_flight == 2
+        # Slack for the few microseconds between taking a slot and the upstream seeing it.
+        slack = window / 10
+        for i, start in enumerate(starts):
+            assert sum(1 for s in starts[i:] if s - start < window - slack) <= 10
+        assert service.stats.handed_to_domains > 0
+    finally:
+        await service.stop()
+
+
+async def test_window_blocked_domain_wakes_by_itself() -> None:
+    """13 URLs on one domain, only the last has the data, 10 requests per window: the domain
+    must resume on its own when the oldest request leaves the window; nothing else wakes it."""
+    window = 0.3
+    ctx = FakeContext()
+    urls = [f"https://a.example/m{m}/r.git" for m in range(13)]
+    ctx.add("test", urls, {"x"})
+    ctx.serves[urls[-1]] = {"x"}
+    service = await run_service(
+        ctx, throttle_max_concurrent=2, throttle_max_per_minute=10, throttle_window_s=window
+    )
+    try:
+        service.trigger_immediate_sync("test")
+        await eventually(lambda: not ctx.needed)
+        starts = [t for t, _, _ in ctx.fetches]
+        assert ctx.fetched_urls() == urls
+        assert starts[10] - starts[0] >= window - window / 10
+        assert service.stats.syncs_started == 1  # the main path did not retry meanwhile
+    finally:
+        await service.stop()
+
+
+async def test_cooled_off_domain_is_retried_after_the_cool_off() -> None:
+    cooloff = 0.2
+    ctx = FakeContext()
+    ctx.add("test", [A1, A2], {"x"})
+    ctx.failures[A1] = "dns"
+    ctx.serves[A2] = {"x"}
+    service = await run_service(ctx, fetch_cooloff_s=cooloff)
+    try:
+        service.trigger_immediate_sync("test")
+        await eventually(lambda: not ctx.needed)
+        (t1, _, u1), (t2, _, u2) = ctx.fetches
+        assert (u1, u2) == (A1, A2) and t2 - t1 >= cooloff
+        assert service.stats.fetch_outcomes == Counter(dns=1, ok=1)
+        assert service.stats.syncs_started == 1
+    finally:
+        await service.stop()
+
+
+async def test_stop_cancels_running_work_and_frees_slots() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    ctx.fetch_delay = 30
+    service = await run_service(ctx)
+    service.trigger_immediate_sync("test")
+    await eventually(lambda: ctx.total_in_flight == 1)
+    await asyncio.wait_for(service.stop(), timeout=5)
+    assert ctx.total_in_flight == 0
+    assert service.domain_stats()["a.example:443"].in_flight == 0
+    assert service.active_syncs == 0
+
+
+async def test_disabled_sync_starts_no_loops() -> None:
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    service = SyncService(make_settings(sync_enabled=False), ctx)
+    service.start()
+    service.trigger_immediate_sync("test")
+    await asyncio.sleep(0.05)
+    assert ctx.fetches == [] and service.queue_length == 1
+    await service.stop()
