@@ -8,7 +8,8 @@ repositories or the network goes through `SyncContext`, so the logic is unit-tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 FetchKind = Literal["ok", "timeout", "refused", "dns", "tls", "not-our-ref", "http", "error"]
@@ -38,6 +39,29 @@ class FetchOutcome:
     @property
     def network_failure(self) -> bool:
         return not self.ok and self.kind in NETWORK_FAILURES
+
+
+@dataclass(frozen=True)
+class FetchRecord:
+    """Handed to the sync service's observer after every fetch (metrics: outcome counters,
+    durations per domain)."""
+
+    identifier: str
+    url: str
+    domain: str
+    outcome: FetchOutcome
+    duration_s: float
+
+
+@dataclass
+class SyncStats:
+    """Counters the sync service keeps; the relay's metrics read them."""
+
+    fetch_outcomes: Counter[str] = field(default_factory=Counter)
+    syncs_started: int = 0
+    syncs_done: int = 0
+    syncs_retried: int = 0
+    handed_to_domains: int = 0
 
 
 class SyncContext(Protocol):

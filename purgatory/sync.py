@@ -16,7 +16,6 @@ loop polls.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import structlog
 
 from config.settings import Settings
-from purgatory.context import FetchOutcome, SyncContext
+from purgatory.context import FetchOutcome, FetchRecord, SyncContext, SyncStats
 from purgatory.queue import SyncQueue
 from purgatory.throttle import DomainStats, ThrottleManager, domain_of, is_own_origin
 
@@ -84,26 +83,6 @@ def throttled_domains_with_untried(
 
 
 # --- shared runtime and the two steps ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FetchRecord:
-    """Handed to the observer after every fetch (metrics: outcome counters, durations)."""
-
-    identifier: str
-    url: str
-    domain: str
-    outcome: FetchOutcome
-    duration_s: float
-
-
-@dataclass
-class SyncStats:
-    fetch_outcomes: Counter[str] = field(default_factory=Counter)
-    syncs_started: int = 0
-    syncs_done: int = 0
-    syncs_retried: int = 0
-    handed_to_domains: int = 0
 
 
 @dataclass
@@ -185,7 +164,10 @@ async def fetch_holding_slot(
     log.debug("sync.fetched", identifier=identifier, url=url, kind=outcome.kind,
               detail=outcome.detail)
     if rt.observer is not None:
-        rt.observer(record)
+        try:
+            rt.observer(record)
+        except Exception:  # metrics must never break a sync
+            log.exception("sync.observer_failed")
     if outcome.ok and await rt.ctx.needed_oids(identifier) != oids:
         await rt.process(identifier)  # only when the fetch brought something (as the seed)
     return outcome
@@ -334,20 +316,28 @@ class SyncService:
         task.add_done_callback(self._tasks.discard)
 
     async def _main_loop(self) -> None:
-        cap = self.settings.sync_max_concurrent
         while True:
             self._wake.clear()
-            now = self.context.now()
-            self.throttles.prune_idle(now)
-            for identifier in self.queue.ready(now):
-                if len(self._syncing) >= cap:
-                    break
-                self.queue.mark_in_progress(identifier)
-                self._syncing.add(identifier)
-                self._spawn(self._run_sync(identifier), f"sync:{identifier}")
-            due = self.queue.next_due()
-            full = len(self._syncing) >= cap
-            await _wait(self._wake, None if full or due is None else due - now)
+            try:
+                timeout = self._start_ready()
+            except Exception:  # a broken clock or context: pause rather than die or spin
+                log.exception("sync.main_loop_error")
+                timeout = self.settings.sync_backoff_base_s
+            await _wait(self._wake, timeout)
+
+    def _start_ready(self) -> float | None:
+        """Start every due identifier the global cap allows; return how long to sleep."""
+        cap = self.settings.sync_max_concurrent
+        now = self.context.now()
+        self.throttles.prune_idle(now)
+        for identifier in self.queue.ready(now):
+            if len(self._syncing) >= cap:
+                break
+            self.queue.mark_in_progress(identifier)
+            self._syncing.add(identifier)
+            self._spawn(self._run_sync(identifier), f"sync:{identifier}")
+        due = self.queue.next_due()
+        return None if len(self._syncing) >= cap or due is None else due - now
 
     async def _run_sync(self, identifier: str) -> None:
         done = False
