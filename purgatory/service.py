@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import quote
 
+import pygit2
 import structlog
 
 from config import Settings
@@ -57,6 +58,15 @@ class Purgatory:
         """Fetched objects wait here, outside the served repos, until their event is released:
         protocol v2 serves any object of a repo by id, so unreleased data must not be in one."""
         return self.settings.data_dir / "quarantine" / f"{quote(identifier, safe='')}.git"
+
+    def ensure_quarantine(self, identifier: str) -> Path:
+        path = self.quarantine_path(identifier)
+        if not (path / "HEAD").is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(path), bare=True)
+            # never served; local copies out of it ask for objects no ref reaches, by id
+            repo.config["uploadpack.allowAnySHA1InWant"] = True
+        return path
 
     # --- intake ---------------------------------------------------------------------------
     async def accept(self, event: Event, identifier: str | None, source: str) -> str | None:

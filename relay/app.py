@@ -21,6 +21,8 @@ from relay import policy
 from relay.git_http import GitHttp, parse_git_path
 from relay.pushes import PushGate
 from purgatory.service import Purgatory
+from purgatory.store_context import StoreSyncContext
+from purgatory.sync import SyncService
 from storage import nip34
 from storage.event import Event
 from storage.events import EventStore
@@ -48,6 +50,7 @@ class Relay:
         self.git = GitHttp(self.repos, settings, authorize=self.pushes.authorize, on_pushed=self.pushes.on_pushed)
         self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
         self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
+        self.sync: SyncService | None = None
         self.started_at = time.time()
         self.connections: set[Connection] = set()
 
@@ -57,9 +60,16 @@ class Relay:
         self.store = await EventStore.open(self.settings.db_path, self.settings)
         self.purgatory = Purgatory(self.settings, self.store, self.repos, self._broadcast, self.metrics)
         self.purgatory.start()
+        self.sync = SyncService(self.settings, StoreSyncContext(self.settings, self.purgatory, self.metrics))
+        self.purgatory.enqueue_sync = self.sync.enqueue
+        self.sync.start()
+        for identifier in await self.store.held_identifiers():
+            self.sync.enqueue(identifier, 0)
         log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
 
     async def shutdown(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
         if self.purgatory is not None:
             await self.purgatory.stop()
         if self.store is not None:

@@ -1,0 +1,76 @@
+"""The real `SyncContext`: the sync logic's window on the store, the repos and the network.
+
+A thin adapter: the purgatory service knows which events wait and where objects may be
+found, `fetch.py` moves bytes, and this class only translates between them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from config import Settings
+from purgatory import release
+from purgatory.context import FetchOutcome
+from purgatory.service import Purgatory
+from storage import nip34
+
+
+class StoreSyncContext:
+    def __init__(self, settings: Settings, purgatory: Purgatory, metrics: Any) -> None:
+        self.settings = settings
+        self.purgatory = purgatory
+        self.store = purgatory.store
+        self.repos = purgatory.repos
+        self.metrics = metrics
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def _waiting(self, identifier: str) -> list[Any]:
+        """Held events that promise objects (announcements wait on their states)."""
+        return [e for e in await self.store.held(identifier) if e.event.kind in _DATA_KINDS]
+
+    async def has_pending(self, identifier: str) -> bool:
+        return bool(await self._waiting(identifier))
+
+    async def needed_oids(self, identifier: str) -> set[str]:
+        wanted: set[str] = set()
+        for entry in await self._waiting(identifier):
+            wanted |= release.needed_oids(entry.event)
+        for path in self.purgatory.sources(identifier):
+            if not wanted:
+                break
+            wanted = self.repos.missing(path, wanted)
+        return wanted
+
+    async def clone_urls(self, identifier: str) -> list[str]:
+        urls: list[str] = []
+        for ann in self.store.view.announcements_for(identifier):
+            urls += nip34.clone_urls(ann)
+        for entry in await self._waiting(identifier):
+            if entry.event.kind in (nip34.PR, nip34.PR_UPDATE):
+                urls += nip34.clone_urls(entry.event)
+        return list(dict.fromkeys(urls))
+
+    async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
+        from purgatory import fetch  # TODO(top-level once fetch.py lands)
+
+        dest = self.purgatory.ensure_quarantine(identifier)
+        started = time.monotonic()
+        outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)
+        self.metrics.sync_fetch(_domain(url), outcome.kind, time.monotonic() - started)
+        return outcome
+
+    async def process_new_data(self, identifier: str) -> None:
+        await self.purgatory.on_git_data(identifier)
+
+
+_DATA_KINDS = frozenset({nip34.STATE, nip34.PR, nip34.PR_UPDATE})
+
+
+def _domain(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.lower() or "invalid"
+    except ValueError:
+        return "invalid"
