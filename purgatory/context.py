@@ -86,8 +86,9 @@ class SyncContext(Protocol):
       should stop its own work by then, since the throttle slot is freed at that point.
     - `process_new_data(identifier)`: the same "new data arrived" step a push runs: release
       what is now complete. Called after a successful fetch that changed `needed_oids`, and
-      once when a sync finds nothing needed any more. The sync logic serialises its own calls per identifier, but a push
-      may run it at the same time, so it must be safe to call concurrently and repeatedly.
+      once when a sync finds nothing needed any more. The sync logic serialises its own
+      calls per identifier, but a push may run it at the same time, so it must be safe to
+      call concurrently and repeatedly.
 
     All query methods are async so the implementation may read aiosqlite directly.
     """

@@ -152,7 +152,8 @@ async def fetch_holding_slot(
             async with asyncio.timeout(rt.settings.fetch_timeout_s):
                 outcome = await rt.ctx.fetch(identifier, url, oids)
         except TimeoutError:
-            outcome = FetchOutcome.failure("timeout", f"no answer in {rt.settings.fetch_timeout_s}s")
+            limit = rt.settings.fetch_timeout_s
+            outcome = FetchOutcome.failure("timeout", f"no answer in {limit}s")
         except Exception as exc:  # a context that breaks its contract must not kill a loop
             outcome = FetchOutcome.failure("error", repr(exc))
         if outcome.network_failure:
