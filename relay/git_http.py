@@ -2,8 +2,8 @@
 
 Use: `GitHttp(store, settings, authorize=..., on_pushed=...)` is an ASGI callable for one
 HTTP request whose path `parse_git_path(raw_path)` recognised; the app routes there every
-git path except a browser GET of the bare `/<npub>/<identifier>.git` (the HTML page), i.e.
-when `rest` is non-empty. `handle(...)` does the same with the path already parsed.
+git path except the bare `/<npub>/<identifier>.git` (the HTML page), i.e. whenever `rest`
+is not "" or "/". `handle(...)` does the same with the path already parsed.
 
 Bodies are streamed both ways between the client and `git upload-pack` / `git receive-pack
 --stateless-rpc`, never held whole. A push's ref updates are read by us first and authorised
