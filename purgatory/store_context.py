@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from config import Settings
 from purgatory import release
 from purgatory.context import FetchOutcome
 from purgatory.service import Purgatory
+from purgatory.throttle import domain_of
 from storage import nip34
 
 
@@ -59,7 +59,7 @@ class StoreSyncContext:
         dest = self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)
-        self.metrics.sync_fetch(_domain(url), outcome.kind, time.monotonic() - started)
+        self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
         return outcome
 
     async def process_new_data(self, identifier: str) -> None:
@@ -67,10 +67,3 @@ class StoreSyncContext:
 
 
 _DATA_KINDS = frozenset({nip34.STATE, nip34.PR, nip34.PR_UPDATE})
-
-
-def _domain(url: str) -> str:
-    try:
-        return urlsplit(url).netloc.lower() or "invalid"
-    except ValueError:
-        return "invalid"

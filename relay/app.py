@@ -17,7 +17,7 @@ from relay.metrics import build_metrics
 from relay.protocol import Limits
 from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
-from relay import policy
+from relay import policy, ratelimit
 from relay.git_http import GitHttp, parse_git_path
 from relay.pushes import PushGate
 from purgatory.service import Purgatory
@@ -53,6 +53,9 @@ class Relay:
         self.sync: SyncService | None = None
         self.started_at = time.time()
         self.connections: set[Connection] = set()
+        self.trusted_proxies = ratelimit.parse_networks(settings.trusted_proxies)
+        self.connection_limits = ratelimit.ConnectionTracker(settings.max_connections, settings.max_connections_per_ip)
+        self.events_per_ip = ratelimit.KeyedWindows(settings.events_per_minute_per_ip, 60.0)
 
     async def startup(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +121,20 @@ class Relay:
         if scope["path"] != "/":
             await send({"type": "websocket.close", "code": 4404, "reason": "the Nostr relay is at /"})
             return
-        await send({"type": "websocket.accept"})
-        conn = Connection(self, send, client_ip(scope))
+        ip = self.client_ip(scope)
+        refusal = self.connection_limits.open(ip)
+        if refusal is not None:
+            log.info("connection_refused", ip=ip, reason=refusal)
+            await _deny_websocket(scope, send, 429, refusal)
+            return
+        try:
+            await send({"type": "websocket.accept"})
+            await self._serve_websocket(send, receive, ip)
+        finally:
+            self.connection_limits.close(ip)
+
+    async def _serve_websocket(self, send: Send, receive: Receive, ip: str) -> None:
+        conn = Connection(self, send, ip)
         self.connections.add(conn)
         self.metrics.connection_opened()
         log.info("connection_open", conn=conn.id, ip=conn.ip)
@@ -180,6 +195,12 @@ class Relay:
         body = pages.repository(self.settings, npub, identifier, name, description)
         await respond(send, 200, body, html, head=head)
 
+    def client_ip(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
+        return ratelimit.client_address(peer, forwarded, self.trusted_proxies)
+
     async def health(self) -> dict[str, Any]:
         from relay import __version__
 
@@ -205,6 +226,12 @@ def _header(scope: Scope, name: bytes) -> bytes:
     return b""
 
 
-def client_ip(scope: Scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else ""
+async def _deny_websocket(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse an upgrade with a real HTTP status where the server supports it (uvicorn does),
+    so clients and proxies see 429 and Retry-After rather than a bare close."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"10")]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": message.encode() + b"\n"})
+    else:
+        await send({"type": "websocket.close", "code": 1013, "reason": message[:120]})

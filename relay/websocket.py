@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -13,6 +14,7 @@ import structlog
 
 from relay import protocol
 from relay.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
+from relay.ratelimit import Window
 
 if TYPE_CHECKING:
     from relay.app import Relay
@@ -38,6 +40,8 @@ class Connection:
         self._send = send
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._in_flight: deque[asyncio.Task[None]] = deque()
+        self._event_window = Window(relay.settings.events_per_minute_per_conn, 60.0)
+        self._req_window = Window(relay.settings.reqs_per_minute_per_conn, 60.0)
         self.closed = False
 
     # --- outgoing ---------------------------------------------------------------------
@@ -88,7 +92,15 @@ class Connection:
         if isinstance(request, Reply):
             self.send_nowait(request.text)
         elif isinstance(request, Publish):
-            await self._publish(request)
+            refusal = self._event_refusal()
+            if refusal:
+                self.send_nowait(protocol.ok(request.event.id, False, refusal))
+            else:
+                await self._publish(request)
+        elif isinstance(request, (Subscribe, Count)) and self._req_window.take(time.monotonic()):
+            self.session.subscriptions.discard(request.sub_id) if isinstance(request, Subscribe) else None
+            limit = self.relay.settings.reqs_per_minute_per_conn
+            self.send_nowait(protocol.closed(request.sub_id, f"rate-limited: more than {limit} REQs per minute"))
         elif isinstance(request, Subscribe):
             await self._subscribe(request)
         elif isinstance(request, Unsubscribe):
@@ -97,6 +109,14 @@ class Connection:
         elif isinstance(request, Count):
             total = await self.relay.store.count(list(request.filters))
             self.send_nowait(protocol.count_reply(request.sub_id, total))
+
+    def _event_refusal(self) -> str | None:
+        settings = self.relay.settings
+        if self._event_window.take(time.monotonic()):
+            return f"rate-limited: more than {settings.events_per_minute_per_conn} events per minute on this connection"
+        if self.relay.events_per_ip.take(self.ip):
+            return f"rate-limited: more than {settings.events_per_minute_per_ip} events per minute from your address"
+        return None
 
     async def _publish(self, request: Publish) -> None:
         """Events are checked and stored concurrently (the store batches commits across them);
