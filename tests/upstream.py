@@ -1,0 +1,380 @@
+"""A real git smart HTTP server on 127.0.0.1 for tests: `git http-backend` behind a tiny CGI bridge.
+
+Tests of fetching and syncing need an "other GRASP server" that speaks real git, can be made to
+fail or hang on demand, and counts what it was asked, so throttling can be checked from the
+server's side rather than trusted from the client's.
+
+Counters (all guarded by one lock, read them through the properties or `snapshot()`):
+
+- `requests`: every HTTP request answered or accepted (GET info/refs and POST upload-pack alike).
+- `fetches` / `fetch_starts`: the `GET .../info/refs` requests only. One `git fetch` / libgit2 fetch
+  starts with exactly one such GET, then makes one or more POSTs, so this is the count of fetch
+  sessions and `fetch_starts` holds their `time.monotonic()` start times (for "never more than N
+  per 60 s" checks).
+- `current` / `peak`: HTTP requests in flight now / at most at once. This is per HTTP request, not
+  per fetch session: a session's requests are sequential, so overlapping sessions show up as
+  overlapping requests while they are actually talking to the server.
+- `request_starts`: `time.monotonic()` start time of every HTTP request.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.gitutil import git
+
+_CHUNK = 64 * 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    upstream: Upstream
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:
+        self.server.upstream._handle(self)
+
+    def do_POST(self) -> None:
+        self.server.upstream._handle(self)
+
+
+class Upstream:
+    """Serve every bare repo under `root` at http://<host>:<port>/<name>.git.
+
+    `host` is what `url_for` puts in URLs: use "127.0.0.1" for one upstream and "localhost" for
+    another to get two different domains (domain = host:port; the ports differ anyway).
+    """
+
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+        self.root = root
+        self.host = host
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._current = 0
+        self._peak = 0
+        self.request_starts: list[float] = []
+        self.fetch_starts: list[float] = []
+        self.paths: list[str] = []
+        self._fail_left = 0
+        self._fail_status = 500
+        self._unhang = threading.Event()
+        self._unhang.set()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Upstream:
+        self.root.mkdir(parents=True, exist_ok=True)
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.upstream = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging handlers are released first so shutdown never waits on them."""
+        self._stopping.set()
+        self._unhang.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Upstream:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "upstream not started"
+        return self._server.server_address[1]
+
+    @property
+    def domain(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def url_for(self, name: str) -> str:
+        return f"http://{self.host}:{self.port}/{name}.git"
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def make_repo(self, name: str, source_workdir: Path | None = None, *, allow_sha1_in_want: bool = True) -> Path:
+        """Create (or replace) bare repo `name`, mirroring every ref of `source_workdir` if given.
+
+        `allow_sha1_in_want=False` leaves git's defaults, i.e. a "plain" server that only lets
+        clients want advertised tips.
+        """
+        bare = self.root / f"{name}.git"
+        if bare.exists():
+            shutil.rmtree(bare)
+        if source_workdir is not None:
+            git("clone", "-q", "--mirror", str(source_workdir), str(bare))
+        else:
+            git("init", "-q", "--bare", str(bare))
+        self.set_sha1_in_want(name, allow_sha1_in_want)
+        return bare
+
+    def set_sha1_in_want(self, name: str, allow: bool) -> None:
+        bare = self.root / f"{name}.git"
+        for key in ("uploadpack.allowTipSHA1InWant", "uploadpack.allowReachableSHA1InWant"):
+            if allow:
+                git("config", key, "true", cwd=bare)
+            else:
+                git("config", "--unset-all", key, cwd=bare, check=False)
+
+    # -- modes -------------------------------------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer the next `n` requests with `status` and no body."""
+        with self._lock:
+            self._fail_left = n
+            self._fail_status = status
+
+    @property
+    def hang(self) -> bool:
+        return not self._unhang.is_set()
+
+    @hang.setter
+    def hang(self, value: bool) -> None:
+        """While true, requests are accepted and read but never answered (until unset or stop)."""
+        if value:
+            self._unhang.clear()
+        else:
+            self._unhang.set()
+
+    # -- counters ----------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    @property
+    def current(self) -> int:
+        with self._lock:
+            return self._current
+
+    @property
+    def peak(self) -> int:
+        with self._lock:
+            return self._peak
+
+    @property
+    def fetches(self) -> int:
+        with self._lock:
+            return len(self.fetch_starts)
+
+    def max_fetches_in_window(self, window_s: float = 60.0) -> int:
+        """Most fetch sessions started within any `window_s` span."""
+        with self._lock:
+            starts = sorted(self.fetch_starts)
+        best = 0
+        lo = 0
+        for hi, t in enumerate(starts):
+            while t - starts[lo] >= window_s:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._requests = 0
+            self._peak = self._current
+            self.request_starts.clear()
+            self.fetch_starts.clear()
+            self.paths.clear()
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _handle(self, req: _Handler) -> None:
+        now = time.monotonic()
+        path = urlsplit(req.path).path
+        with self._lock:
+            self._requests += 1
+            self._current += 1
+            self._peak = max(self._peak, self._current)
+            self.request_starts.append(now)
+            self.paths.append(f"{req.command} {req.path}")
+            if req.command == "GET" and path.endswith("/info/refs"):
+                self.fetch_starts.append(now)
+            failing = self._fail_left > 0
+            if failing:
+                self._fail_left -= 1
+            fail_status = self._fail_status
+        try:
+            if failing:
+                self._drain_body(req)
+                self._send_empty(req, fail_status)
+            elif not self._unhang.is_set():
+                self._hang(req)
+            else:
+                self._run_backend(req)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with self._lock:
+                self._current -= 1
+
+    def _hang(self, req: _Handler) -> None:
+        # Block without answering; wake up on stop() or when hang is switched off, then drop the
+        # connection rather than answer late (the client has long given up or will get an error).
+        while not self._stopping.is_set() and not self._unhang.wait(0.05):
+            pass
+        req.close_connection = True
+
+    @staticmethod
+    def _drain_body(req: _Handler) -> None:
+        left = int(req.headers.get("Content-Length") or 0)
+        while left > 0:
+            chunk = req.rfile.read(min(left, _CHUNK))
+            if not chunk:
+                break
+            left -= len(chunk)
+        if req.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            _read_chunked(req, sink=None)
+
+    @staticmethod
+    def _send_empty(req: _Handler, status: int) -> None:
+        req.send_response(status)
+        req.send_header("Content-Length", "0")
+        req.end_headers()
+
+    def _cgi_env(self, req: _Handler) -> dict[str, str]:
+        parts = urlsplit(req.path)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "HOME": str(self.root),
+            "REQUEST_METHOD": req.command,
+            "QUERY_STRING": parts.query,
+            "PATH_INFO": parts.path,
+            "REMOTE_ADDR": req.client_address[0],
+            "CONTENT_TYPE": req.headers.get("Content-Type", ""),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+        }
+        if req.headers.get("Content-Length"):
+            env["CONTENT_LENGTH"] = req.headers["Content-Length"]
+        if req.headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = req.headers["Git-Protocol"]
+        if req.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = req.headers["Content-Encoding"]
+        return env
+
+    def _run_backend(self, req: _Handler) -> None:
+        proc = subprocess.Popen(
+            ["git", "http-backend"],
+            env=self._cgi_env(req),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        feeder = threading.Thread(target=self._feed_body, args=(req, proc.stdin), daemon=True)
+        feeder.start()
+        try:
+            status, headers = _read_cgi_headers(proc.stdout)
+            req.send_response(status)
+            for key, value in headers:
+                req.send_header(key, value)
+            # The body length is unknown up front: stream it chunked.
+            req.send_header("Transfer-Encoding", "chunked")
+            req.end_headers()
+            while chunk := proc.stdout.read1(_CHUNK):
+                req.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            req.wfile.write(b"0\r\n\r\n")
+            req.wfile.flush()
+        finally:
+            feeder.join(timeout=5)
+            proc.stdout.close()
+            if proc.wait(timeout=10) is None:
+                proc.kill()
+
+    @staticmethod
+    def _feed_body(req: _Handler, stdin: Any) -> None:
+        try:
+            if req.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                _read_chunked(req, sink=stdin)
+            else:
+                left = int(req.headers.get("Content-Length") or 0)
+                while left > 0:
+                    chunk = req.rfile.read(min(left, _CHUNK))
+                    if not chunk:
+                        break
+                    stdin.write(chunk)
+                    left -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "fetches": len(self.fetch_starts),
+                "current": self._current,
+                "peak": self._peak,
+            }
+
+
+def _read_chunked(req: _Handler, sink: Any) -> None:
+    """Decode a chunked request body (libgit2 sends big upload-pack POSTs chunked)."""
+    while True:
+        size_line = req.rfile.readline()
+        if not size_line:
+            return
+        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while req.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return
+        data = req.rfile.read(size)
+        req.rfile.readline()
+        if sink is not None:
+            sink.write(data)
+
+
+def _read_cgi_headers(stdout: Any) -> tuple[int, list[tuple[str, str]]]:
+    """Parse the CGI header block: `Status:` becomes the HTTP status, the rest pass through."""
+    status = 200
+    headers: list[tuple[str, str]] = []
+    while True:
+        line = stdout.readline()
+        if not line or line in (b"\r\n", b"\n"):
+            break
+        key, _, value = line.decode("latin-1").partition(":")
+        key, value = key.strip(), value.strip()
+        if key.lower() == "status":
+            status = int(value.split()[0])
+        else:
+            headers.append((key, value))
+    return status, headers
