@@ -74,7 +74,7 @@ def serve(settings: Settings) -> int:
     import uvloop
 
     try:
-        uvloop.run(_serve(server))
+        uvloop.run(_serve(server, relay))
     except KeyboardInterrupt:
         pass
     if not server.started:
@@ -83,10 +83,19 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def _serve(server: "uvicorn.Server") -> None:  # noqa: F821
-    """Run uvicorn and tell systemd (Type=notify) once the socket is listening."""
+async def _serve(server: "uvicorn.Server", relay: "Relay") -> None:  # noqa: F821
+    """Run uvicorn (it owns SIGTERM/SIGINT: stop accepting, drain requests, close websockets,
+    then our lifespan shutdown flushes the store), reload on SIGHUP, and tell systemd
+    (Type=notify) once the socket is listening."""
+    import signal
+
     from relay import sdnotify
 
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload)
+    # uvicorn re-raises the stop signal once it has shut down; after a clean drain the
+    # process should exit 0, not die of the signal, so the handler it restores is a no-op
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)

@@ -9,8 +9,8 @@ from typing import Any, Awaitable, Callable
 
 import structlog
 
-from config import Settings
-from relay import nip11, pages
+from config import Settings, SettingsError, load_settings
+from relay import logs, nip11, pages
 from relay.http import respond
 from relay.ingest import Ingest
 from relay.metrics import build_metrics
@@ -78,6 +78,22 @@ class Relay:
         if self.store is not None:
             await self.store.close()
         log.info("relay_stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the curation lists and the log level without a restart. A bad
+        setting keeps the running configuration and says why in the log."""
+        try:
+            fresh = load_settings()
+        except SettingsError as exc:
+            log.error("reload_failed", error=str(exc))
+            return
+        for name in ("archive_whitelist", "pubkey_blacklist", "log_level"):
+            setattr(self.settings, name, getattr(fresh, name))
+        self.policy_context = policy.PolicyContext.from_settings(self.settings)
+        logs.configure(self.settings.log_level, self.settings.log_format)
+        log.info("reloaded", log_level=self.settings.log_level,
+                 archive_whitelist=len(self.settings.archive_whitelist),
+                 pubkey_blacklist=len(self.settings.pubkey_blacklist))
 
     async def after_stored(self, event: Event) -> None:
         """What serving an event implies beyond the store: a served announcement (an update,
@@ -165,6 +181,7 @@ class Relay:
             await respond(send, 200, json.dumps(await self.health()).encode(), "application/json", head=head)
             return
         if path == "/metrics" and self.settings.metrics_enabled:
+            self.metrics.set_purgatory_pending(sum((await self.store.held_counts()).values()))
             body, content_type = self.metrics.render()
             await respond(send, 200, body, content_type, head=head)
             return

@@ -66,7 +66,9 @@ class Daemon:
         env.update(self.env)
         self.log_path = self.data_dir.parent / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(console_script(), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # the working dir is the test's own, so a `.env` written there is the daemon's
+        self.proc = subprocess.Popen(console_script(), env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=self.data_dir.parent)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
