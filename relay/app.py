@@ -47,7 +47,8 @@ class Relay:
         self.policy_context = policy.PolicyContext.from_settings(settings)
         self.repos = RepoStore(settings.repos_dir, settings.git_binary)
         self.pushes = PushGate(self)
-        self.git = GitHttp(self.repos, settings, authorize=self.pushes.authorize, on_pushed=self.pushes.on_pushed)
+        self.git = GitHttp(self.repos, settings, authorize=self.pushes.authorize,
+                           on_pushed=self.pushes.on_pushed, metrics=self.metrics)
         self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
         self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
         self.sync: SyncService | None = None
@@ -188,7 +189,8 @@ class Relay:
         git_path = parse_git_path((scope.get("raw_path") or path.encode()).decode("latin-1"))
         if git_path is not None:
             npub, identifier, rest = git_path
-            if rest:
+            if rest not in ("", "/"):
+                ratelimit.current_client.set(self.client_ip(scope))
                 await self.git.handle(scope, receive, send, npub, identifier, rest)
             else:
                 await self._repo_page(send, npub, identifier, head)

@@ -27,6 +27,7 @@ import structlog
 
 from config.settings import Settings
 from relay.cors import cors_headers
+from relay.metrics import DisabledMetrics, MetricsSink
 from relay.pktline import (
     CommandParser,
     PktLineError,
@@ -44,6 +45,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CHUNK = 64 * 1024
 SERVICES = ("git-upload-pack", "git-receive-pack")
+NOSTR_REFS = "refs/nostr/"
 _GIT_PATH = re.compile(r"^/(npub1[^/]*)/([^/]*)\.git(/.*)?$")
 _PROTOCOL_HEADER = re.compile(r"^[A-Za-z0-9=:._-]{1,256}$")
 
@@ -144,11 +146,12 @@ class GitHttp:
     """Smart HTTP endpoints for every repo of one RepoStore."""
 
     def __init__(self, store: RepoStore, settings: Settings, authorize: Authorize = allow_all,
-                 on_pushed: OnPushed = _ignore) -> None:
+                 on_pushed: OnPushed = _ignore, metrics: MetricsSink | None = None) -> None:
         self.store = store
         self.settings = settings
         self.authorize = authorize
         self.on_pushed = on_pushed
+        self.metrics: MetricsSink = metrics or DisabledMetrics()
         self._locks: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -267,6 +270,9 @@ class GitHttp:
             if any(reason is not None for reason in reasons):
                 await self._refuse(send, repo, parser, reasons, body)
                 return
+            if all(u.ref.startswith(NOSTR_REFS) for u in updates):
+                # PR refs need no signed state: anyone may push them, so they get a smaller cap
+                body = _capped(body, self.settings.nostr_ref_push_max_bytes - len(parser.consumed))
             cmd = [self.settings.git_binary, "receive-pack", "--stateless-rpc", str(repo.path)]
             rc = await self._rpc(send, cmd, self._env(scope, "git-receive-pack"), parser.consumed,
                                  body, "application/x-git-receive-pack-result")
@@ -322,6 +328,8 @@ class GitHttp:
         feeder = asyncio.create_task(_feed(proc.stdin, prefix, body))
         errors = asyncio.create_task(_tail(proc.stderr))
         started = False
+        sent = 0
+        service = cmd[1]
         try:
             while True:
                 read = asyncio.ensure_future(proc.stdout.read(CHUNK))
@@ -337,9 +345,11 @@ class GitHttp:
                     await _start(send, 200, content_type)
                     started = True
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+                sent += len(data)
             rc = await proc.wait()
-            await feeder
+            received = await feeder
         except (BodyTooLarge, BadBody, ClientGone) as exc:
+            self.metrics.git_operation(service, "cut", 0, sent)
             await _stop(proc)
             log.warning("git_rpc_cut", cmd=cmd[1], error=type(exc).__name__, detail=str(exc))
             if not started and not isinstance(exc, ClientGone):
@@ -351,6 +361,7 @@ class GitHttp:
             feeder.cancel()
             await _stop(proc)
         stderr = await errors
+        self.metrics.git_operation(service, "ok" if rc == 0 else "failed", received, sent)
         if rc == 0:
             if not started:
                 await _start(send, 200, content_type)
@@ -363,17 +374,30 @@ class GitHttp:
         return rc
 
 
-async def _feed(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> None:
-    """Copy the request into git's stdin; if git exits early (bad request) stop writing."""
+async def _capped(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in body:
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"refs/nostr push exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+async def _feed(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> int:
+    """Copy the request into git's stdin; if git exits early (bad request) stop writing.
+    Returns the bytes written, for the metrics."""
+    written = 0
     try:
         if prefix:
             stdin.write(prefix)
+            written += len(prefix)
             await stdin.drain()
         async for chunk in body:
             stdin.write(chunk)
+            written += len(chunk)
             await stdin.drain()
     except (BrokenPipeError, ConnectionResetError):
-        return
+        return written
     finally:
         if not stdin.is_closing():
             stdin.close()

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from relay.pktline import RefUpdate
-from storage.event import Event
+from storage.nip34 import BRANCH_AND_TAG
 
-BRANCH_AND_TAG = ("refs/heads/", "refs/tags/")
 NOSTR_PREFIX = "refs/nostr/"
 OTHER_NAMESPACE = "only refs/heads, refs/tags and refs/nostr/<event-id> may be pushed"
 NO_STATE = "no state event from a maintainer lists these refs"
@@ -24,27 +23,6 @@ StateCandidate = tuple[str, Mapping[str, str]]  # (event id, refs) newest first
 
 def _is_hex(value: str, *lengths: int) -> bool:
     return len(value) in lengths and HEX.issuperset(value)
-
-
-def state_refs(event: Event) -> tuple[dict[str, str], str | None]:
-    """Branches/tags and the HEAD branch a 30618 state event lists.
-
-    Peeled entries (`refs/tags/v1^{}`) and values that are not object ids are ignored: they
-    are not refs a repo can hold."""
-    refs: dict[str, str] = {}
-    head: str | None = None
-    for tag in event.tags:
-        if len(tag) < 2:
-            continue
-        name, value = tag[0], tag[1]
-        if name == "HEAD":
-            if value.startswith("ref: refs/heads/"):
-                head = value[5:].strip()
-        elif name.startswith(BRANCH_AND_TAG) and "^{}" not in name:
-            value = value.strip().lower()
-            if _is_hex(value, 40, 64):
-                refs[name] = value
-    return refs, head
 
 
 def _short(event_id: str) -> str:

@@ -11,6 +11,7 @@ import structlog
 from relay import push_auth
 from relay.git_http import RepoRef
 from relay.pktline import RefUpdate
+from relay.ratelimit import KeyedWindows, current_client
 from storage import nip34
 from storage.event import Event
 
@@ -23,9 +24,25 @@ log = structlog.get_logger(__name__)
 class PushGate:
     def __init__(self, relay: "Relay") -> None:
         self.relay = relay
+        self.nostr_pushes = KeyedWindows(relay.settings.nostr_ref_pushes_per_ip_per_hour, 3600.0)
+
+    def _nostr_push_refusal(self, updates: list[RefUpdate]) -> str | None:
+        """PR-ref pushes need no signed state, so they are rate limited per address."""
+        if not updates or not all(u.ref.startswith(push_auth.NOSTR_PREFIX) for u in updates):
+            return None
+        wait = self.nostr_pushes.take(current_client.get())
+        if not wait:
+            return None
+        limit = self.relay.settings.nostr_ref_pushes_per_ip_per_hour
+        return f"rate-limited: more than {limit} refs/nostr pushes per hour from your address, retry in {int(wait) + 1} s"
 
     async def authorize(self, repo: RepoRef, updates: list[RefUpdate]) -> list[str | None]:
         relay = self.relay
+        refusal = self._nostr_push_refusal(updates)
+        if refusal is not None:
+            relay.metrics.push_authorisation(False)
+            log.info("push", repo=f"{repo.npub}/{repo.identifier}", result="refused", reason=refusal)
+            return [refusal] * len(updates)
         candidates = [(s.id, nip34.state_refs(s)[0]) for s in await self.candidate_states(repo)]
         tips: dict[str, str] = {}
         for update in updates:

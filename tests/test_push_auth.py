@@ -14,6 +14,7 @@ from relay.pktline import (
     encode,
     report_status_refusal,
 )
+from storage import nip34
 from storage.event import sign_event
 
 Z = "0" * 40
@@ -102,7 +103,7 @@ def test_state_refs_parses_a_signed_state() -> None:
     ev = sign_event(secret, 30618, "", [
         ["d", "repo"], ["refs/heads/main", B], ["refs/tags/v1", C], ["refs/tags/v1^{}", A],
         ["refs/heads/bad", "nothex"], ["HEAD", "ref: refs/heads/main"], ["refs/other/x", A]], 1700000000)
-    refs, head = push_auth.state_refs(ev)
+    refs, head = nip34.state_refs(ev)
     assert refs == {"refs/heads/main": B, "refs/tags/v1": C}
     assert head == "refs/heads/main"
 
