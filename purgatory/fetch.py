@@ -108,7 +108,10 @@ def open_quarantine(dest: Path) -> pygit2.Repository:
     if (dest / "HEAD").is_file():
         return pygit2.Repository(str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return pygit2.init_repository(str(dest), bare=True)
+    repo = pygit2.init_repository(str(dest), bare=True)
+    # Same as the purgatory's own creation: releases copy objects out of it by id, not by ref.
+    repo.config["uploadpack.allowAnySHA1InWant"] = True
+    return repo
 
 
 def _bad_oids(repo: pygit2.Repository, oids: Iterable[str]) -> dict[str, str]:
@@ -144,28 +147,43 @@ def _fallback_refspecs(url: str) -> list[str]:
     return [f"+refs/*:refs/upstream/{tag}/*"]
 
 
-def _fetch_blocking(url: str, dest: Path, oids: frozenset[str], deadline: float, stop: threading.Event) -> FetchOutcome:
-    """The worker-thread part: fetch by id, fall back to advertised refs, then verify."""
+def _transfer(url: str, dest: Path, oids: frozenset[str], callbacks: _Callbacks) -> str:
+    """Fetch by id, or every advertised ref when the server cannot serve ids. Returns the mode."""
+    repo = open_quarantine(dest)
+    remote = repo.remotes.create_anonymous(url)
     try:
-        repo = open_quarantine(dest)
-        remote = repo.remotes.create_anonymous(url)
-        callbacks = _Callbacks(deadline, stop)
-        mode = "oid"
-        try:
-            remote.fetch(_oid_refspecs(oids), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
-        except pygit2.GitError as exc:
-            if _NO_OID_FETCH not in str(exc):
-                raise
-            mode = "refs"
-            remote.fetch(_fallback_refspecs(url), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+        remote.fetch(_oid_refspecs(oids), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+        return "oid"
+    except pygit2.GitError as exc:
+        if _NO_OID_FETCH not in str(exc):
+            raise
+    remote.fetch(_fallback_refspecs(url), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+    return "refs"
+
+
+def _release(exc: BaseException) -> str:
+    """Text of `exc`, dropping its traceback. pygit2 keeps a callback's exception on the callbacks
+    object and its traceback holds the `Remote.fetch` frame: that cycle would keep the Remote, and
+    so its HTTP connection, open until the next gc run; a server we gave up on must see us leave."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    return str(exc)
+
+
+def _fetch_blocking(url: str, dest: Path, oids: frozenset[str], deadline: float, stop: threading.Event) -> FetchOutcome:
+    """The worker-thread part: transfer, then verify what arrived."""
+    callbacks = _Callbacks(deadline, stop)
+    try:
+        mode = _transfer(url, dest, oids, callbacks)
     except FetchAborted as exc:
-        return FetchOutcome.failure("timeout", str(exc))
+        return FetchOutcome.failure("timeout", _release(exc))
     except (pygit2.GitError, OSError, ValueError) as exc:
+        message = _release(exc)
         # Another fetch may have brought the objects anyway (e.g. a ref lock race): trust the odb.
-        if (dest / "HEAD").is_file() and not quarantine_has(dest, oids):
-            return FetchOutcome.success(f"objects present despite: {exc}")
-        return FetchOutcome.failure(classify(str(exc)), str(exc))
-    bad = _bad_oids(repo, oids)
+        if not quarantine_has(dest, oids):
+            return FetchOutcome.success(f"objects present despite: {message}")
+        return FetchOutcome.failure(classify(message), message)
+    bad = _bad_oids(pygit2.Repository(str(dest)), oids)
     if bad:
         detail = ", ".join(f"{oid} {why}" for oid, why in sorted(bad.items()))
         return FetchOutcome.failure("not-our-ref", f"after {mode} fetch: {detail}")

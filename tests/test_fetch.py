@@ -53,6 +53,7 @@ async def test_fetch_tip_and_inner_commit_by_id(upstream: Upstream, work: Path, 
     assert outcome.ok and outcome.kind == "ok" and outcome.detail == "oid"
     repo = _fresh_repo(dest)
     assert repo.is_bare
+    assert repo.config.get_bool("uploadpack.allowAnySHA1InWant")
     assert tip in repo and inner in repo
     assert quarantine_has(dest, {tip, inner}) == set()
     # only what was asked for: the side branch was not fetched
@@ -190,6 +191,23 @@ async def test_hanging_server_times_out(upstream: Upstream, work: Path, tmp_path
     assert (await fetch_oids(upstream.url_for("r"), tmp_path / "q.git", {rev(work)}, TIMEOUT_S)).ok
 
 
+async def test_server_that_never_finishes_is_abandoned(upstream: Upstream, work: Path, tmp_path: Path) -> None:
+    """Progress keeps arriving, so no socket timeout fires: the deadline in the callbacks must
+    stop the worker, which the server sees as its connection going away."""
+    upstream.make_repo("r", work)
+    upstream.drip = True
+
+    outcome = await asyncio.wait_for(fetch_oids(upstream.url_for("r"), tmp_path / "q.git", {rev(work)}, 1.0), 20)
+
+    assert not outcome.ok and outcome.kind == "timeout"
+    for _ in range(200):  # bounded: the worker must hang up, the server then notices on its next write
+        if upstream.current == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert upstream.current == 0
+    assert any(p.startswith("POST") for p in upstream.paths)
+
+
 async def test_silent_listener_times_out(tmp_path: Path) -> None:
     """A socket that completes TCP connects (kernel backlog) but never reads or answers."""
     with socket.socket() as listener:
@@ -243,3 +261,15 @@ def test_upstream_counts_fetch_sessions_and_windows(upstream: Upstream, work: Pa
     assert upstream.max_fetches_in_window(60) == 3
     assert upstream.peak >= 1 and upstream.current == 0
     assert len(upstream.request_starts) == upstream.requests
+
+
+async def test_localhost_upstream_is_another_domain(tmp_path: Path, upstream: Upstream, work: Path) -> None:
+    with Upstream(tmp_path / "other", host="localhost") as other:
+        other.make_repo("r", work)
+        upstream.make_repo("r", work)
+        assert other.domain != upstream.domain and other.url_for("r").startswith("http://localhost:")
+
+        outcome = await fetch_oids(other.url_for("r"), tmp_path / "q.git", {rev(work)}, TIMEOUT_S)
+
+        assert outcome.ok, outcome
+        assert other.fetches == 1 and upstream.fetches == 0

@@ -75,6 +75,7 @@ class Upstream:
         self._fail_status = 500
         self._unhang = threading.Event()
         self._unhang.set()
+        self.drip = False
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -166,6 +167,10 @@ class Upstream:
         else:
             self._unhang.set()
 
+    # `drip = True`: upload-pack POSTs are answered with a "NAK" and then an endless trickle of
+    # side-band progress lines (refs are still advertised normally), i.e. a server that is alive
+    # and talking but never finishes, so a socket idle timeout alone never fires.
+
     # -- counters ----------------------------------------------------------------------------
 
     @property
@@ -231,6 +236,8 @@ class Upstream:
                 self._send_empty(req, fail_status)
             elif not self._unhang.is_set():
                 self._hang(req)
+            elif self.drip and req.command == "POST":
+                self._drip(req)
             else:
                 self._run_backend(req)
         except (BrokenPipeError, ConnectionResetError):
@@ -244,6 +251,17 @@ class Upstream:
         # connection rather than answer late (the client has long given up or will get an error).
         while not self._stopping.is_set() and not self._unhang.wait(0.05):
             pass
+        req.close_connection = True
+
+    def _drip(self, req: _Handler) -> None:
+        self._drain_body(req)
+        req.send_response(200)
+        req.send_header("Content-Type", "application/x-git-upload-pack-result")
+        req.send_header("Transfer-Encoding", "chunked")
+        req.end_headers()
+        _write_chunk(req, _pkt(b"NAK\n"))
+        while self.drip and not self._stopping.wait(0.1):
+            _write_chunk(req, _pkt(b"\x02Counting objects: still thinking\r"))
         req.close_connection = True
 
     @staticmethod
@@ -306,9 +324,8 @@ class Upstream:
             req.send_header("Transfer-Encoding", "chunked")
             req.end_headers()
             while chunk := proc.stdout.read1(_CHUNK):
-                req.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            req.wfile.write(b"0\r\n\r\n")
-            req.wfile.flush()
+                _write_chunk(req, chunk)
+            _write_chunk(req, b"")
         finally:
             feeder.join(timeout=5)
             proc.stdout.close()
@@ -344,6 +361,16 @@ class Upstream:
                 "current": self._current,
                 "peak": self._peak,
             }
+
+
+def _pkt(payload: bytes) -> bytes:
+    return b"%04x%s" % (len(payload) + 4, payload)
+
+
+def _write_chunk(req: _Handler, data: bytes) -> None:
+    """One HTTP/1.1 chunk; empty data writes the terminating chunk."""
+    req.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+    req.wfile.flush()
 
 
 def _read_chunked(req: _Handler, sink: Any) -> None:
