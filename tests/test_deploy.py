@@ -238,7 +238,7 @@ def test_caddyfile_streams_and_points_at_the_compose_relay() -> None:
     assert "max_size" not in text  # no body limit: the relay enforces its own push cap
 
 
-def test_nginx_conf_streams_upgrades_and_has_no_body_limit(tmp_path: Path) -> None:
+def test_nginx_conf_streams_upgrades_and_has_no_body_limit() -> None:
     text = NGINX.read_text()
     for directive in (
         "client_max_body_size 0;",
