@@ -8,7 +8,8 @@
    included) and reports p50/p95.
 
 Event mix: NIP-34-like: 200 authors, 2000 repositories; kinds 1 (with `a` and `p` tags),
-1617/1618 patches/PRs with `a` tags, 7 reactions with `e` tags."""
+1617/1618 patches/PRs with `a` tags, 7 reactions with `e` tags; one hot author (10%) and one
+hot repository (5%) so that `limit 500` bites."""
 
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def make_events(n: int, seed: int = 7) -> tuple[list[Event], list[str], list[str
     coords = [f"30617:{rng.choice(authors)}:repo-{i}" for i in range(2000)]
     events: list[Event] = []
     for i in range(n):
-        author = rng.choice(authors)
+        # a hot author (10% of events) and a hot repository (5%) so that limit 500 bites
+        author = authors[0] if rng.random() < 0.1 else rng.choice(authors)
         kind = rng.choice((1, 1, 1617, 1618, 7))
-        tags: list[tuple[str, ...]] = [("a", rng.choice(coords)), ("p", rng.choice(authors))]
+        coord = coords[0] if rng.random() < 0.05 else rng.choice(coords)
+        tags: list[tuple[str, ...]] = [("a", coord), ("p", rng.choice(authors))]
         if kind == 7 and events:
             tags.append(("e", rng.choice(events).id))
         created = 1_700_000_000 + rng.randrange(10_000_000)
@@ -87,6 +90,9 @@ async def main() -> None:
               f"{writes / max(batches, 1):.0f} per transaction)")
         rng = random.Random(1)
         cases = {
+            "#a hot repo": [Filter(tags=(("a", frozenset([coords[0]])),), limit=500)],
+            "#a hot repo + kinds": [Filter(kinds=frozenset([1617, 1618]), tags=(("a", frozenset([coords[0]])),), limit=500)],
+            "hot author+kind": [Filter(authors=frozenset([authors[0]]), kinds=frozenset([1]), limit=500)],
             "#a one repo": [Filter(tags=(("a", frozenset([rng.choice(coords)])),), limit=500)],
             "#a + kinds": [Filter(kinds=frozenset([1617, 1618]), tags=(("a", frozenset([coords[3]])),), limit=500)],
             "authors+kinds": [Filter(authors=frozenset([authors[5]]), kinds=frozenset([1]), limit=500)],

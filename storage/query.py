@@ -14,6 +14,9 @@ from storage.filters import Filter
 # Above this many values an IN list becomes `IN (SELECT value FROM json_each(?))`, one
 # parameter, so a filter with thousands of authors cannot exceed SQLite's variable limit.
 MAX_INLINE_VALUES = 64
+# A filter is split into at most this many index-ordered arms (see _expand).
+MAX_EXPANDED_ARMS = 32
+KEYS = "e.seq, e.created_at, e.id"
 ORDER = "ORDER BY e.created_at DESC, e.id"
 
 
@@ -87,20 +90,55 @@ def _arm(flt: Filter, columns: str, limit: int | None) -> tuple[str, list[object
     return text, sql.params
 
 
+def _expand(flt: Filter) -> list[Filter]:
+    """Split a filter whose driving index columns have several values into one filter per
+    value combination. SQLite cannot merge several index ranges in created_at order, so
+    `authors:[a,b,c], kinds:[1,7], limit:500` would sort every matching row; as six arms
+    each walks its own (pubkey, kind, created_at) range and stops at the limit."""
+    if flt.ids is not None:
+        return [flt]
+    if flt.tags:
+        (name, values), rest = flt.tags[0], flt.tags[1:]
+        if 1 < len(values) <= MAX_EXPANDED_ARMS:
+            return [replace(flt, tags=((name, frozenset([v])), *rest)) for v in sorted(values)]
+        return [flt]
+    if flt.kinds is None or len(flt.kinds) * len(flt.authors or (None,)) > MAX_EXPANDED_ARMS:
+        return [flt]
+    kinds = [frozenset([k]) for k in sorted(flt.kinds)]
+    if flt.authors is None:
+        return [replace(flt, kinds=k) for k in kinds] if len(kinds) > 1 else [flt]
+    authors = [frozenset([a]) for a in sorted(flt.authors)]
+    parts = [replace(flt, authors=a, kinds=k) for a in authors for k in kinds]
+    return parts if len(parts) > 1 else [flt]
+
+
+def _filter_keys(flt: Filter, limit: int) -> tuple[str, list[object]]:
+    """(seq, created_at, id) of the newest `limit` events matching one filter."""
+    parts = _expand(flt)
+    if len(parts) == 1:
+        return _arm(flt, KEYS, limit)
+    arms: list[str] = []
+    params: list[object] = []
+    for part in parts:
+        text, arm_params = _arm(part, KEYS, limit)
+        arms.append(f"SELECT * FROM ({text})")
+        params += arm_params
+    params.append(limit)
+    return f"SELECT * FROM ({' UNION '.join(arms)}) ORDER BY created_at DESC, id LIMIT ?", params
+
+
 def select_raw(filters: list[Filter], default_limit: int) -> tuple[str, list[object]] | None:
     """SQL returning (raw,) rows for the union of `filters`; None when nothing can match."""
     live = [f for f in filters if not f.is_empty_result]
     if not live:
         return None
-    if len(live) == 1:
-        flt = live[0]
-        return _arm(flt, "e.raw", flt.limit if flt.limit is not None else default_limit)
+    limits = [f.limit if f.limit is not None else default_limit for f in live]
+    if len(live) == 1 and len(_expand(live[0])) == 1:
+        return _arm(live[0], "e.raw", limits[0])
     arms: list[str] = []
     params: list[object] = []
-    for flt in live:
-        text, arm_params = _arm(
-            flt, "e.seq, e.created_at, e.id", flt.limit if flt.limit is not None else default_limit
-        )
+    for flt, limit in zip(live, limits, strict=True):
+        text, arm_params = _filter_keys(flt, limit)
         arms.append(f"SELECT * FROM ({text})")
         params += arm_params
     union = " UNION ".join(arms)

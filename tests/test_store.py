@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,63 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
     stored = asyncio.run(check())
     assert set(acknowledged) <= stored
+
+
+# --- queries against a reference implementation ----------------------------------------------
+
+def reference(events: list[Event], filters: list[Filter], default_limit: int) -> list[str]:
+    """NIP-01 by the book: per filter the newest `limit` (ties: lowest id), union, newest first."""
+    chosen: dict[str, Event] = {}
+    for f in filters:
+        if f.is_empty_result:
+            continue
+        matching = sorted((e for e in events if f.matches(e)), key=lambda e: (-e.created_at, e.id))
+        for e in matching[: f.limit if f.limit is not None else default_limit]:
+            chosen[e.id] = e
+    return [e.id for e in sorted(chosen.values(), key=lambda e: (-e.created_at, e.id))]
+
+
+async def test_queries_match_reference(store: EventStore) -> None:
+    import random
+
+    rng = random.Random(5)
+    keys = ["0%d" % i * 32 for i in range(1, 5)]
+    events = [
+        ev(
+            rng.choice([1, 7, 1617, 30617]),
+            f"r{i}",
+            [[n, rng.choice(["v1", "v2", "v3"])] for n in rng.sample(["a", "p", "t"], rng.randrange(3))]
+            + [["d", f"d{i}"]],
+            T0 + rng.randrange(8),  # few timestamps: many ties
+            rng.choice(keys),
+        )
+        for i in range(120)
+    ]
+    for e in events:
+        await store.save(e)
+    pubkeys = sorted({e.pubkey for e in events})
+
+    def random_filter() -> Filter:
+        obj: dict[str, object] = {}
+        if rng.random() < 0.5:
+            obj["authors"] = rng.sample(pubkeys, rng.randrange(1, 4))
+        if rng.random() < 0.6:
+            obj["kinds"] = rng.sample([1, 7, 1617, 30617, 5], rng.randrange(1, 4))
+        for name in ("a", "p", "t"):
+            if rng.random() < 0.25:
+                obj["#" + name] = rng.sample(["v1", "v2", "v3", "zz"], rng.randrange(1, 3))
+        if rng.random() < 0.3:
+            obj["since"] = T0 + rng.randrange(4)
+        if rng.random() < 0.3:
+            obj["until"] = T0 + rng.randrange(3, 8)
+        if rng.random() < 0.2:
+            obj["ids"] = [e.id for e in rng.sample(events, 5)]
+        if rng.random() < 0.7:
+            obj["limit"] = rng.randrange(0, 12)
+        return Filter.from_dict(obj)
+
+    for _ in range(150):
+        filters = [random_filter() for _ in range(rng.randrange(1, 4))]
+        expected = reference(events, filters, 7)
+        assert await ids_of(store, *filters, default_limit=7) == expected, filters
+        assert await store.count(filters) == len(reference(events, [replace(f, limit=10**6) for f in filters], 0))
