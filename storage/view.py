@@ -112,14 +112,12 @@ class StoreView:
         return self._conn.execute(sql, params).fetchone() is not None
 
     def _by_kind_d(self, kind: int, identifier: str) -> list[Event]:
-        served = self._conn.execute(
-            "SELECT raw FROM events WHERE kind=? AND d=? ORDER BY created_at DESC, id", (kind, identifier)
-        ).fetchall()
-        waiting = self._conn.execute(
-            "SELECT raw FROM held WHERE kind=? AND d=? ORDER BY created_at DESC, id", (kind, identifier)
-        ).fetchall()
+        # No ORDER BY in SQL: it would tempt the planner onto the (kind, created_at) index
+        # and a walk over every announcement; the few rows are sorted here.
         events: dict[str, Event] = {}
-        for (raw,) in served + waiting:
-            event = Event.from_json(raw)
-            events.setdefault(event.id, event)
+        for table in ("events", "held"):
+            rows = self._conn.execute(f"SELECT raw FROM {table} WHERE kind=? AND d=?", (kind, identifier))
+            found = sorted((Event.from_json(raw) for (raw,) in rows), key=lambda e: (-e.created_at, e.id))
+            for event in found:
+                events.setdefault(event.id, event)
         return list(events.values())

@@ -132,7 +132,8 @@ def apply_deletion(conn: sqlite3.Connection, deletion: Event) -> tuple[list[str]
             "ON CONFLICT(kind, pubkey, d) DO UPDATE SET until=max(until, excluded.until)",
             (kind, author, d, deletion.created_at),
         )
-        where = "kind=? AND pubkey=? AND d=? AND created_at<=?"
+        # `+created_at`: keep the planner on the (kind, pubkey, d) index, not a created_at range
+        where = "kind=? AND pubkey=? AND d=? AND +created_at<=?"
         params2 = (kind, author, d, deletion.created_at)
         served += _remove_where(conn, where, params2)
         held += _remove_held_where(conn, where, params2)
