@@ -122,7 +122,7 @@ class Purgatory:
         async with lock:
             entries = await self.store.held(identifier)
             if not entries:
-                self._drop_quarantine(identifier)
+                self.drop_quarantine(identifier)
                 return set()
             plan = release.plan(
                 entries,
@@ -141,7 +141,7 @@ class Purgatory:
             await self._apply_states(identifier, plan.states)
             await self._write_pr_refs(plan.prs)
             if not await self.store.held(identifier):
-                self._drop_quarantine(identifier)
+                self.drop_quarantine(identifier)
             return set(plan.event_ids)
 
     async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
@@ -212,7 +212,7 @@ class Purgatory:
                 await self._remove_if_unserved(entry.event.pubkey, entry.identifier)
         for identifier in {e.identifier for e in due}:
             if not await self.store.held(identifier):
-                self._drop_quarantine(identifier)
+                self.drop_quarantine(identifier)
         return len(due)
 
     async def _remove_if_unserved(self, owner: str, identifier: str) -> None:
@@ -222,7 +222,7 @@ class Purgatory:
             await self.repos.remove_async(owner, identifier)
             log.info("repo_removed", owner=owner, identifier=identifier, reason="announcement expired")
 
-    def _drop_quarantine(self, identifier: str) -> None:
+    def drop_quarantine(self, identifier: str) -> None:
         path = self.quarantine_path(identifier)
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from config import Settings
-from purgatory import release
+from purgatory import fetch, release
 from purgatory.context import FetchOutcome
 from purgatory.service import Purgatory
 from purgatory.throttle import domain_of
@@ -54,13 +54,27 @@ class StoreSyncContext:
         return list(dict.fromkeys(urls))
 
     async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
-        from purgatory import fetch  # TODO(top-level once fetch.py lands)
-
         dest = self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)
+        if outcome.kind == "not-our-ref" and len(oids) > 1:
+            outcome = await self._fetch_each(url, dest, oids)
         self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
+        if not await self.has_pending(identifier):  # expired or released by a push meanwhile
+            self.purgatory.drop_quarantine(identifier)
         return outcome
+
+    async def _fetch_each(self, url: str, dest: Any, oids: frozenset[str]) -> FetchOutcome:
+        """A server that lacks one wanted object refuses the whole fetch; when the data is
+        spread over several servers, ask for each object alone so partial progress counts."""
+        got: FetchOutcome | None = None
+        for oid in sorted(oids):
+            one = await fetch.fetch_oids(url, dest, frozenset({oid}), self.settings.fetch_timeout_s)
+            if one.ok:
+                got = one
+            elif one.network_failure:
+                return one
+        return got or FetchOutcome.failure("not-our-ref", f"none of {len(oids)} objects at {url}")
 
     async def process_new_data(self, identifier: str) -> None:
         await self.purgatory.on_git_data(identifier)

@@ -1,0 +1,212 @@
+"""The purgatory sync service through the running daemon: events whose data only other git
+servers have are released once the relay fetched it, politely. The upstreams are real git
+HTTP servers on 127.0.0.1/localhost (tests/upstream.py) that count what they are asked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from storage.event import sign_event
+from tests.daemon import ALICE, CAROL, Client, announcement, now, npub_of, pubkey_of, state
+from tests.gitutil import commit, git, make_repo, remote_head, remote_refs, rev
+from tests.upstream import Upstream
+
+FAST_SYNC = dict(
+    sync_user_delay_s="0.2", sync_synced_delay_s="0.1", sync_backoff_base_s="0.5",
+    sync_backoff_max_s="1", fetch_timeout_s="2", fetch_cooloff_s="0.5", purgatory_sweep_s="0.2",
+)
+
+
+@pytest.fixture
+def upstreams(tmp_path: Path) -> Iterator[list[Upstream]]:
+    started = [Upstream(tmp_path / "up1", "127.0.0.1").start(), Upstream(tmp_path / "up2", "localhost").start()]
+    yield started
+    for upstream in started:
+        upstream.stop()
+
+
+async def wait_served(client: Client, ids: list[str], timeout: float = 20.0) -> float:
+    """Poll with REQs until every id is served; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        found = {e["id"] for e in await client.query({"ids": ids})}
+        if found == set(ids):
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not released within {timeout} s: {set(ids) - found}")
+
+
+async def publish_repo(client: Client, daemon, identifier: str, clone_extra: list[str], refs: dict[str, str],
+                       head: str = "refs/heads/main") -> tuple:
+    ann = announcement(ALICE, daemon.domain, identifier, extra_clone=clone_extra)
+    st = state(ALICE, identifier, refs, head)
+    for event in (ann, st):
+        ok, msg = await client.publish(event)
+        assert ok and msg.startswith("purgatory:"), msg
+    return ann, st
+
+
+async def test_state_released_after_fetch_from_upstream(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**FAST_SYNC)
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=3)
+    git("branch", "dev", "HEAD~1", cwd=work)
+    up.make_repo("proj", work)
+    refs = {"refs/heads/main": rev(work), "refs/heads/dev": rev(work, "dev")}
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "proj", [up.url_for("proj")], refs, head="refs/heads/dev")
+        await wait_served(client, [ann.id, st.id])
+        url = f"{daemon.http_url}/{npub_of(ALICE)}/proj.git"
+        served = remote_refs(url)
+        assert {k: v for k, v in served.items() if k != "HEAD"} == refs
+        assert remote_head(url) == "refs/heads/dev"
+        clone = tmp_path / "clone"
+        git("clone", "-q", url, str(clone))
+        assert rev(clone) == refs["refs/heads/dev"]
+        assert not (daemon.data_dir / "quarantine").exists() or not any((daemon.data_dir / "quarantine").iterdir())
+        assert up.fetches >= 1
+    finally:
+        await client.close()
+
+
+async def test_pr_tip_fetched_from_its_own_clone_url(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**FAST_SYNC)
+    fork = upstreams[1]
+    work = make_repo(tmp_path / "w", commits=1)
+    base = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann = announcement(ALICE, daemon.domain, "prs")
+        st = state(ALICE, "prs", {"refs/heads/main": base})
+        assert (await client.publish(ann))[0] and (await client.publish(st))[0]
+        from tests.gitutil import push
+
+        assert push(work, f"{daemon.http_url}/{npub_of(ALICE)}/prs.git", "main").returncode == 0
+        tip = commit(work, "feature.txt")
+        fork.make_repo("fork", work)
+        tags = [["a", f"30617:{pubkey_of(ALICE)}:prs"], ["c", tip], ["clone", fork.url_for("fork")],
+                ["subject", "feature"]]
+        pr = sign_event(CAROL, 1618, "a PR", tags, now())
+        ok, msg = await client.publish(pr)
+        assert ok and msg.startswith("purgatory:")
+        await wait_served(client, [pr.id])
+        assert remote_refs(f"{daemon.http_url}/{npub_of(ALICE)}/prs.git")[f"refs/nostr/{pr.id}"] == tip
+    finally:
+        await client.close()
+
+
+async def test_data_spread_over_two_upstreams(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**FAST_SYNC)
+    work = make_repo(tmp_path / "w", commits=1)
+    git("checkout", "-q", "-b", "a", cwd=work)
+    a_tip = commit(work, "a.txt")
+    git("checkout", "-q", "-b", "b", "main", cwd=work)
+    b_tip = commit(work, "b.txt")
+    only_a = make_repo(tmp_path / "only-a", commits=0) if False else None
+    # each upstream gets one branch only
+    first = tmp_path / "first"
+    git("clone", "-q", "--bare", "--single-branch", "-b", "a", str(work), str(first))
+    second = tmp_path / "second"
+    git("clone", "-q", "--bare", "--single-branch", "-b", "b", str(work), str(second))
+    upstreams[0].make_repo("spread", first)
+    upstreams[1].make_repo("spread", second)
+    refs = {"refs/heads/a": a_tip, "refs/heads/b": b_tip}
+    client = await Client.connect(daemon.ws_url)
+    try:
+        urls = [upstreams[0].url_for("spread"), upstreams[1].url_for("spread")]
+        ann, st = await publish_repo(client, daemon, "spread", urls, refs, head="refs/heads/a")
+        await wait_served(client, [ann.id, st.id])
+        served = remote_refs(f"{daemon.http_url}/{npub_of(ALICE)}/spread.git")
+        assert served["refs/heads/a"] == a_tip and served["refs/heads/b"] == b_tip
+        assert upstreams[0].fetches >= 1 and upstreams[1].fetches >= 1
+    finally:
+        await client.close()
+
+
+async def test_upstream_500_then_recovers(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**FAST_SYNC)
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    up.make_repo("flaky", work)
+    up.fail_next(2)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "flaky", [up.url_for("flaky")], {"refs/heads/main": rev(work)})
+        await wait_served(client, [ann.id, st.id])
+        assert up.requests >= 3  # two refused, then a fetch that worked
+    finally:
+        await client.close()
+
+
+async def test_hanging_upstream_times_out_and_identifier_is_not_stuck(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**{**FAST_SYNC, "fetch_timeout_s": "1"})
+    hanging, good = upstreams
+    work = make_repo(tmp_path / "w", commits=1)
+    hanging.make_repo("h", work)
+    hanging.hang = True
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "h", [hanging.url_for("h")], {"refs/heads/main": rev(work)})
+        await asyncio.sleep(2.5)  # at least one attempt timed out
+        assert await client.query({"ids": [st.id]}) == []
+        assert hanging.fetches >= 1
+        good.make_repo("h", work)  # a second clone URL appears in an updated announcement
+        ann2 = announcement(ALICE, daemon.domain, "h", extra_clone=[hanging.url_for("h"), good.url_for("h")],
+                            created_at=ann.created_at + 1)
+        assert (await client.publish(ann2))[0]
+        await wait_served(client, [st.id])
+    finally:
+        await client.close()
+
+
+async def test_expiry_while_upstream_stays_down(start_daemon, upstreams, tmp_path: Path) -> None:
+    daemon = start_daemon(**{**FAST_SYNC, "purgatory_expiry_s": "2"})
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    up.make_repo("down", work)
+    up.fail_next(10_000)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "down", [up.url_for("down")], {"refs/heads/main": rev(work)})
+        deadline = time.monotonic() + 15
+        while json.loads(daemon.get("/health")[2])["purgatory"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert json.loads(daemon.get("/health")[2])["purgatory"] == {}
+        assert await client.query({"ids": [ann.id, st.id]}) == []
+        assert not (daemon.data_dir / "repos" / npub_of(ALICE) / "down.git").exists()
+        quarantine = daemon.data_dir / "quarantine"
+        assert not quarantine.exists() or not any(quarantine.iterdir())
+        assert up.requests >= 1
+    finally:
+        await client.close()
+
+
+async def test_throttle_limits_hold_against_a_real_upstream(start_daemon, upstreams, tmp_path: Path) -> None:
+    """20 identifiers on one upstream, at most 2 fetches at once and 10 per minute."""
+    daemon = start_daemon(**{**FAST_SYNC, "throttle_max_concurrent": "2", "throttle_max_per_minute": "10",
+                             "purgatory_expiry_s": "600"})
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    ids: list[str] = []
+    try:
+        for i in range(20):
+            name = f"t{i}"
+            tip = commit(work, f"f{i}.txt")
+            up.make_repo(name, work)
+            ann, st = await publish_repo(client, daemon, name, [up.url_for(name)], {"refs/heads/main": tip})
+            ids += [ann.id, st.id]
+        took = await wait_served(client, ids, timeout=150)
+        assert up.fetches == 20
+        assert up.max_fetches_in_window(60.0) <= 10
+        assert up.peak <= 2
+        assert took >= 55  # the second ten had to wait for the window
+    finally:
+        await client.close()
