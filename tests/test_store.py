@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -343,6 +344,8 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
     )
     acknowledged: list[str] = []
+    watchdog = threading.Timer(60, proc.kill)  # a hung child cannot hang the test
+    watchdog.start()
     try:
         assert proc.stdout is not None
         while len(acknowledged) < 400:
@@ -354,6 +357,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         for line in proc.stdout.read().splitlines():  # printed before the kill landed
             acknowledged += _ack(line)
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait(timeout=10)
     assert len(acknowledged) >= 400
