@@ -159,7 +159,7 @@ async def fetch_holding_slot(
         if outcome.network_failure:
             rt.throttles.cool_off(domain, rt.ctx.now() + rt.settings.fetch_cooloff_s)
     finally:
-        rt.throttles.release(domain)
+        rt.throttles.release(domain, rt.ctx.now())
     record = FetchRecord(identifier, url, domain, outcome, rt.ctx.now() - started)
     rt.stats.fetch_outcomes[outcome.kind] += 1
     log.debug("sync.fetched", identifier=identifier, url=url, kind=outcome.kind,

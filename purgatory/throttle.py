@@ -88,6 +88,7 @@ class DomainThrottle:
         self.peak_in_flight = 0
         self.cooloff_until = 0.0
         self._request_times: deque[float] = deque()
+        self._open_starts: deque[float] = deque()
         self._queue: deque[str] = deque()
         self._waiting: dict[str, _Waiting] = {}
 
@@ -119,10 +120,24 @@ class DomainThrottle:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self._request_times.append(now)
+        self._open_starts.append(now)
         return True
 
-    def release(self) -> None:
+    def release(self, ended: float | None = None) -> None:
+        """Free a slot. With `ended`, the request counts in the window from when it ended, not
+        when its slot was taken: the remote server sees a request a little after we start it,
+        so dating it by its end keeps "at most N per window" true on the server's clock too."""
         self.in_flight = max(0, self.in_flight - 1)
+        if ended is None or not self._open_starts:
+            if self._open_starts:
+                self._open_starts.popleft()
+            return
+        started = self._open_starts.popleft()
+        try:
+            self._request_times.remove(started)
+        except ValueError:  # already left the window
+            return
+        self._request_times.append(ended)  # every stored time is <= now, so order holds
 
     def cool_off(self, until: float) -> None:
         self.cooloff_until = max(self.cooloff_until, until)
@@ -258,10 +273,10 @@ class ThrottleManager:
     def try_acquire(self, domain: str, now: float) -> bool:
         return self.get_or_create(domain).try_acquire(now)
 
-    def release(self, domain: str) -> None:
+    def release(self, domain: str, ended: float | None = None) -> None:
         throttle = self._throttles.get(domain)
         if throttle is not None:
-            throttle.release()
+            throttle.release(ended)
             self._notify(domain)
 
     def cool_off(self, domain: str, until: float) -> None:

@@ -167,3 +167,11 @@ def test_manager_prunes_only_idle_domains() -> None:
     stats = manager.stats(50)
     assert stats["busy:443"].in_flight == 1 and stats["busy:443"].window_count == 0
     assert stats["queued:443"].waiting == 1 and stats["cooling:443"].cooling_off
+
+
+def test_released_request_counts_in_the_window_from_its_end() -> None:
+    throttle = DomainThrottle("a:443", max_concurrent=5, max_per_window=1, window_s=60)
+    assert throttle.try_acquire(0.0)
+    throttle.release(ended=5.0)  # the server saw it somewhere in [0, 5]
+    assert not throttle.try_acquire(61.0)  # 60 s after its start is not enough
+    assert throttle.try_acquire(65.0)  # 60 s after its end is
