@@ -6,12 +6,17 @@ env file is found by the operator, not by a client."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
+from types import FrameType
+
 import structlog
+import uvicorn
+import uvloop
 
 from config import Settings, SettingsError, load_settings
-from relay import logs
+from relay import logs, sdnotify
 
 EXIT_BAD_CONFIG = 2
 _SECRET_WORDS = ("secret", "password", "token", "nsec")
@@ -49,8 +54,6 @@ def check_config(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     from relay.app import Relay
 
     relay = Relay(settings)
@@ -70,9 +73,7 @@ def serve(settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-    server = uvicorn.Server(config)
-    import uvloop
-
+    server = NotifyingServer(config)
     try:
         uvloop.run(_serve(server, relay))
     except KeyboardInterrupt:
@@ -83,14 +84,18 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def _serve(server: "uvicorn.Server", relay: "Relay") -> None:  # noqa: F821
+class NotifyingServer(uvicorn.Server):
+    """Tells systemd the moment a stop begins, before the drain, as Type=notify expects."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        sdnotify.stopping()
+        super().handle_exit(sig, frame)
+
+
+async def _serve(server: uvicorn.Server, relay: "Relay") -> None:  # noqa: F821
     """Run uvicorn (it owns SIGTERM/SIGINT: stop accepting, drain requests, close websockets,
     then our lifespan shutdown flushes the store), reload on SIGHUP, and tell systemd
     (Type=notify) once the socket is listening."""
-    import signal
-
-    from relay import sdnotify
-
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload)
     # uvicorn re-raises the stop signal once it has shut down; after a clean drain the
     # process should exit 0, not die of the signal, so the handler it restores is a no-op
@@ -100,9 +105,8 @@ async def _serve(server: "uvicorn.Server", relay: "Relay") -> None:  # noqa: F82
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if server.started:
-        sdnotify.notify("READY=1")
+        sdnotify.ready()
     await task
-    sdnotify.notify("STOPPING=1")
 
 
 if __name__ == "__main__":

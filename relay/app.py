@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 
 from config import Settings, SettingsError, load_settings
-from relay import logs, nip11, pages
+from relay import logs, nip11, pages, sdnotify
 from relay.http import respond
 from relay.ingest import Ingest
 from relay.metrics import build_metrics
@@ -83,10 +83,12 @@ class Relay:
     def reload(self) -> None:
         """SIGHUP: re-read the curation lists and the log level without a restart. A bad
         setting keeps the running configuration and says why in the log."""
+        sdnotify.reloading()
         try:
             fresh = load_settings()
         except SettingsError as exc:
             log.error("reload_failed", error=str(exc))
+            sdnotify.ready()
             return
         for name in ("archive_whitelist", "pubkey_blacklist", "log_level"):
             setattr(self.settings, name, getattr(fresh, name))
@@ -95,6 +97,7 @@ class Relay:
         log.info("reloaded", log_level=self.settings.log_level,
                  archive_whitelist=len(self.settings.archive_whitelist),
                  pubkey_blacklist=len(self.settings.pubkey_blacklist))
+        sdnotify.ready()
 
     async def after_stored(self, event: Event) -> None:
         """What serving an event implies beyond the store: a served announcement (an update,
