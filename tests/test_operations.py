@@ -181,3 +181,36 @@ async def test_sigterm_during_push_leaves_repo_consistent(start_daemon, tmp_path
         assert (refs.get("refs/heads/main") == tip) == bool(served)
     finally:
         await client.close()
+
+
+async def test_refs_nostr_push_limits(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(nostr_ref_pushes_per_ip_per_hour="1", nostr_ref_push_max_bytes="65536")
+    work = make_repo(tmp_path / "work", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann = announcement(ALICE, daemon.domain, "n")
+        st = state(ALICE, "n", {"refs/heads/main": rev(work)})
+        assert (await client.publish(ann))[0] and (await client.publish(st))[0]
+        url = f"{daemon.http_url}/{npub_of(ALICE)}/n.git"
+        assert push(work, url, "main").returncode == 0  # branch pushes are not PR pushes
+        first = commit(work, "one.txt")
+        assert push(work, url, f"{first}:refs/nostr/{'1' * 64}").returncode == 0
+        second = commit(work, "two.txt")
+        limited = push(work, url, f"{second}:refs/nostr/{'2' * 64}")
+        assert limited.returncode != 0 and "rate-limited:" in limited.stderr + limited.stdout
+    finally:
+        await client.close()
+    other = start_daemon(nostr_ref_push_max_bytes="65536")
+    big_work = make_repo(tmp_path / "big", commits=1)
+    client = await Client.connect(other.ws_url)
+    try:
+        assert (await client.publish(announcement(ALICE, other.domain, "n")))[0]
+        (big_work / "blob.bin").write_bytes(os.urandom(300_000))
+        tip = commit(big_work, "big.txt")
+        url = f"{other.http_url}/{npub_of(ALICE)}/n.git"
+        too_big = push(big_work, url, f"{tip}:refs/nostr/{'3' * 64}")
+        assert too_big.returncode != 0
+        assert f"refs/nostr/{'3' * 64}" not in remote_refs(url)
+        assert other.get("/health")[0] == 200
+    finally:
+        await client.close()
