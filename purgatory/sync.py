@@ -215,7 +215,7 @@ async def sync_identifier(rt: SyncRuntime, identifier: str) -> bool:
         urls, tried, lambda d: d in raced or throttled(d), rt.settings.domain
     )
     for domain, tried_here in handoff.items():
-        rt.throttles.enqueue_identifier(domain, identifier, tried_here)
+        rt.throttles.enqueue_identifier(domain, identifier, tried_here, rt.ctx.now())
         rt.stats.handed_to_domains += 1
     if handoff:
         log.debug("sync.handed_to_domains", identifier=identifier, domains=sorted(handoff))
@@ -262,6 +262,9 @@ class SyncService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._domain_tasks: dict[str, asyncio.Task[None]] = {}
         self._domain_events: dict[str, asyncio.Event] = {}
+        #: Called with (domain, seconds) when an identifier queued on a throttled domain
+        #: gets its slot: how long politeness made it wait.
+        self.on_throttle_wait: Callable[[str, float], None] | None = None
 
     # --- control ------------------------------------------------------------------------
 
@@ -410,9 +413,13 @@ class SyncService:
             throttle.remove_identifier(identifier)
             return
         url, oids = found
-        if not self.throttles.try_acquire(domain, self.context.now()):
+        now = self.context.now()
+        if not self.throttles.try_acquire(domain, now):
             throttle.mark_not_in_progress(identifier)
             return
+        since = throttle.queued_since(identifier)
+        if self.on_throttle_wait is not None and since is not None:
+            self.on_throttle_wait(domain, now - since)
         self._spawn(self._queued_fetch(domain, identifier, url, oids), f"fetch:{url}")
 
     async def _queued_fetch(

@@ -74,6 +74,7 @@ def is_own_origin(url: str, own_domain: str) -> bool:
 class _Waiting:
     tried_urls: set[str] = field(default_factory=set)
     in_progress: bool = False
+    since: float = 0.0  # when it was queued here, for the throttle-wait metric
 
 
 class DomainThrottle:
@@ -172,14 +173,18 @@ class DomainThrottle:
     def waiting_count(self) -> int:
         return len(self._waiting)
 
-    def enqueue_identifier(self, identifier: str, tried_urls: Iterable[str]) -> None:
+    def enqueue_identifier(self, identifier: str, tried_urls: Iterable[str], now: float = 0.0) -> None:
         """Queue an identifier (or merge what it has tried, if already queued)."""
         state = self._waiting.get(identifier)
         if state is None:
-            self._waiting[identifier] = _Waiting(set(tried_urls))
+            self._waiting[identifier] = _Waiting(set(tried_urls), since=now)
             self._queue.append(identifier)
         else:
             state.tried_urls.update(tried_urls)
+
+    def queued_since(self, identifier: str) -> float | None:
+        state = self._waiting.get(identifier)
+        return state.since if state is not None else None
 
     def next_ready_identifier(self) -> str | None:
         """Next queued identifier not already being fetched, in round-robin order; it is marked
@@ -282,8 +287,9 @@ class ThrottleManager:
     def cool_off(self, domain: str, until: float) -> None:
         self.get_or_create(domain).cool_off(until)
 
-    def enqueue_identifier(self, domain: str, identifier: str, tried_urls: Iterable[str]) -> None:
-        self.get_or_create(domain).enqueue_identifier(identifier, tried_urls)
+    def enqueue_identifier(self, domain: str, identifier: str, tried_urls: Iterable[str],
+                           now: float = 0.0) -> None:
+        self.get_or_create(domain).enqueue_identifier(identifier, tried_urls, now)
         self._notify(domain)
 
     def mark_not_in_progress(self, domain: str, identifier: str) -> None:

@@ -66,6 +66,7 @@ class Relay:
         self.purgatory.start()
         self.sync = SyncService(self.settings, StoreSyncContext(self.settings, self.purgatory, self.metrics))
         self.purgatory.enqueue_sync = self.sync.enqueue
+        self.sync.on_throttle_wait = self.metrics.throttle_wait
         self.sync.start()
         for identifier in await self.store.held_identifiers():
             self.sync.enqueue(identifier, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,3 +200,18 @@ def state(secret: str, identifier: str, refs: dict[str, str], head: str = "refs/
 def issue(secret: str, owner_pubkey: str, identifier: str, subject: str = "bug", created_at: int | None = None) -> Event:
     tags = [["a", f"30617:{owner_pubkey}:{identifier}"], ["p", owner_pubkey], ["subject", subject]]
     return sign_event(secret, 1621, f"issue {subject}", tags, created_at or now())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text output (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        got = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
+        if got == want:
+            return float(match.group(3))
+    return 0.0

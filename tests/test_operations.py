@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -15,23 +14,8 @@ from pathlib import Path
 import websockets
 
 from storage.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import GIT_ENV, commit, git, make_repo, push, remote_refs, rev
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text output (0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        got = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
-        if got == want:
-            return float(match.group(3))
-    return 0.0
 
 
 async def test_health_and_metrics_count_a_known_sequence(daemon, tmp_path: Path) -> None:

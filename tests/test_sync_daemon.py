@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from storage.event import sign_event
-from tests.daemon import ALICE, CAROL, Client, announcement, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, CAROL, Client, announcement, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import commit, git, make_repo, remote_head, remote_refs, rev
 from tests.upstream import Upstream
 
@@ -208,5 +208,7 @@ async def test_throttle_limits_hold_against_a_real_upstream(start_daemon, upstre
         assert up.max_fetches_in_window(60.0) <= 10
         assert up.peak <= 2
         assert took >= 55  # the second ten had to wait for the window
+        waits = metric(daemon.get("/metrics")[2].decode(), "grasp_throttle_waits_total", domain=up.domain)
+        assert waits >= 10  # the second ten waited in the domain's queue
     finally:
         await client.close()
