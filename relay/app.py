@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -112,6 +113,10 @@ class Relay:
     # --- ASGI -----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind in ("http", "websocket"):
+            # every log line of this request (a push, its releases; a connection, its events)
+            # carries one id; uvicorn runs each request in its own task, so ids never mix
+            structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12])
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":

@@ -36,6 +36,7 @@ class Ingest:
 
     async def publish(self, event: Event, source: str = "client") -> Outcome:
         relay = self.relay
+        structlog.contextvars.bind_contextvars(event_id=event.id)
         relay.metrics.event_received(event.kind)
         verdict = policy.decide(event, relay.store.view, relay.policy_context)
         if verdict.action == "reject":
