@@ -65,12 +65,16 @@ def serve(settings: Settings) -> int:
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=settings.max_message_bytes * 4,
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=30,
         ws_ping_timeout=60,
         lifespan="on",
         log_config=None,
         access_log=False,
         server_header=False,
+        # X-Forwarded-For is honoured by relay/ratelimit.py for GRASP_TRUSTED_PROXIES only;
+        # uvicorn's own default would believe it from any local peer
+        proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     server = NotifyingServer(config)

@@ -203,3 +203,24 @@ async def test_refs_nostr_push_limits(start_daemon, tmp_path: Path) -> None:
         assert other.get("/health")[0] == 200
     finally:
         await client.close()
+
+
+async def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(start_daemon) -> None:
+    """With no trusted proxies, a client on 127.0.0.1 cannot dodge the per-address limit by
+    claiming other addresses; with 127.0.0.1 trusted, each forwarded address counts alone."""
+    untrusting = start_daemon(max_connections_per_ip="1")
+    first = await websockets.connect(untrusting.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.1"})
+    try:
+        try:
+            await websockets.connect(untrusting.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.2"},
+                                     open_timeout=5)
+            raise AssertionError("a forged X-Forwarded-For bypassed the per-address limit")
+        except websockets.exceptions.InvalidStatus as exc:
+            assert exc.response.status_code == 429
+    finally:
+        await first.close()
+    trusting = start_daemon(max_connections_per_ip="1", trusted_proxies="127.0.0.1")
+    a = await websockets.connect(trusting.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.1"})
+    b = await websockets.connect(trusting.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.2"})
+    await a.close()
+    await b.close()
