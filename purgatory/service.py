@@ -78,6 +78,8 @@ class Purgatory:
             return None
         if event.kind == nip34.ANNOUNCEMENT:
             await asyncio.to_thread(self.repos.ensure, event.pubkey, identifier)
+        if event.kind in (nip34.PR, nip34.PR_UPDATE):
+            await self._drop_contradicting_pr_refs(event)
         expires_at = self.clock() + self.settings.purgatory_expiry_s
         held = await self.store.hold(event, identifier, None, expires_at, source)
         if held:
@@ -176,6 +178,20 @@ class Purgatory:
                 if pr.source != target:
                     await self.repos.copy_objects_async(pr.source, target, [pr.tip])
                 await asyncio.to_thread(self.repos.set_ref, target, f"refs/nostr/{pr.event.id}", pr.tip)
+
+    async def _drop_contradicting_pr_refs(self, event: Event) -> None:
+        """A `refs/nostr/<id>` pushed before its event must hold the tip the event names;
+        a different tip is removed so that the right one can be pushed or fetched."""
+        tip = nip34.pr_tip(event)
+        name = f"refs/nostr/{event.id}"
+        for owner, identifier in self._pr_repos(event):
+            if not self.repos.exists(owner, identifier):
+                continue
+            path = self.repos.path(owner, identifier)
+            current = self.repos.get_ref(path, name)
+            if current is not None and current != tip:
+                self.repos.delete_ref(path, name)
+                log.info("pr_ref_removed", ref=name, repo=str(path), pushed=current, named=tip)
 
     def _pr_repos(self, event: Event) -> list[tuple[str, str]]:
         coords = nip34.pr_repo_coordinates(event)

@@ -146,6 +146,15 @@ async def test_pull_request_flows(daemon, tmp_path: Path) -> None:
         assert await ids_served(client, pr2.id) == {pr2.id}
         refs = remote_refs(url)
         assert refs[f"refs/nostr/{pr1.id}"] == tip1 and refs[f"refs/nostr/{pr2.id}"] == tip2
+        # push first with one tip, then an event naming another: the ref goes, the event waits
+        tip3 = commit(work, "pr3.txt")
+        pr3 = pr_event(CAROL, owner, "prs", tip3, created_at=now() + 2)
+        assert push(work, url, f"{tip2}:refs/nostr/{pr3.id}").returncode == 0
+        ok, msg = await client.publish(pr3)
+        assert ok and msg.startswith("purgatory:")
+        assert f"refs/nostr/{pr3.id}" not in remote_refs(url)
+        assert push(work, url, f"{tip3}:refs/nostr/{pr3.id}").returncode == 0
+        assert await ids_served(client, pr3.id) == {pr3.id}
     finally:
         await client.close()
 
