@@ -10,6 +10,7 @@ import signal
 import sys
 
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
@@ -17,6 +18,9 @@ import uvloop
 
 from config import Settings, SettingsError, load_settings
 from relay import logs, sdnotify
+
+if TYPE_CHECKING:
+    from relay.app import Relay
 
 EXIT_BAD_CONFIG = 2
 _SECRET_WORDS = ("secret", "password", "token", "nsec")
@@ -96,7 +100,7 @@ class NotifyingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-async def _serve(server: uvicorn.Server, relay: "Relay") -> None:  # noqa: F821
+async def _serve(server: uvicorn.Server, relay: "Relay") -> None:
     """Run uvicorn (it owns SIGTERM/SIGINT: stop accepting, drain requests, close websockets,
     then our lifespan shutdown flushes the store), reload on SIGHUP, and tell systemd
     (Type=notify) once the socket is listening."""

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import weakref
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import structlog
 
 from config.settings import Settings
 from relay.cors import cors_headers
+from relay.git_body import BadBody, BodyTooLarge, ClientGone, body_chunks, capped, is_gzip
 from relay.metrics import DisabledMetrics, MetricsSink
 from relay.pktline import (
     CommandParser,
@@ -83,59 +83,6 @@ def parse_git_path(path: str) -> tuple[str, str, str] | None:
     if match is None:
         return None
     return match.group(1), match.group(2), match.group(3) or ""
-
-
-class BodyTooLarge(Exception):
-    """The request body went over a cap; the message is client-facing."""
-
-
-class BadBody(Exception):
-    """The request body is malformed (bad gzip, truncated commands); client-facing."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body was complete."""
-
-
-async def body_chunks(receive: Receive, gzip: bool, cap: int, gzip_cap: int,
-                      idle_timeout: float = 60) -> AsyncIterator[bytes]:
-    """The request body, gunzipped incrementally when needed, raising once it exceeds `cap`
-    (decoded bytes) or, for gzip, `gzip_cap`: a small compressed body must not expand into
-    gigabytes in memory. A body that stalls is abandoned: a push holds its repo's lock."""
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
-    total = 0
-    limit = min(cap, gzip_cap) if gzip else cap
-    more = True
-    while more:
-        try:
-            message = await asyncio.wait_for(receive(), idle_timeout)
-        except asyncio.TimeoutError:
-            raise BadBody(f"request body stalled for {idle_timeout:g} s") from None
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        data = message.get("body", b"")
-        more = message.get("more_body", False)
-        pieces = [data] if decoder is None else _gunzip(decoder, data)
-        for piece in pieces:
-            total += len(piece)
-            if total > limit:
-                what = "decoded gzip body" if gzip and gzip_cap <= cap else "request body"
-                raise BodyTooLarge(f"{what} exceeds the limit of {limit} bytes")
-            if piece:
-                yield piece
-    if decoder is not None and not decoder.eof:
-        raise BadBody("truncated gzip body")
-
-
-def _gunzip(decoder: Any, data: bytes) -> list[bytes]:
-    out: list[bytes] = []
-    try:
-        while data:
-            out.append(decoder.decompress(data, CHUNK))
-            data = decoder.unconsumed_tail
-    except zlib.error as exc:
-        raise BadBody(f"bad gzip body: {exc}") from None
-    return out
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -195,7 +142,7 @@ class GitHttp:
         return RepoRef(npub, pubkey, identifier, self.store.path(npub, identifier))
 
     def _body(self, scope: Scope, receive: Receive, cap: int) -> AsyncIterator[bytes]:
-        return body_chunks(receive, _is_gzip(scope), cap, self.settings.max_gzip_bytes,
+        return body_chunks(receive, is_gzip(_headers(scope)), cap, self.settings.max_gzip_bytes,
                            self.settings.git_body_idle_timeout_s)
 
     def _env(self, scope: Scope, service: str) -> dict[str, str]:
@@ -272,7 +219,7 @@ class GitHttp:
                 return
             if all(u.ref.startswith(NOSTR_REFS) for u in updates):
                 # PR refs need no signed state: anyone may push them, so they get a smaller cap
-                body = _capped(body, self.settings.nostr_ref_push_max_bytes - len(parser.consumed))
+                body = capped(body, self.settings.nostr_ref_push_max_bytes - len(parser.consumed))
             cmd = [self.settings.git_binary, "receive-pack", "--stateless-rpc", str(repo.path)]
             rc = await self._rpc(send, cmd, self._env(scope, "git-receive-pack"), parser.consumed,
                                  body, "application/x-git-receive-pack-result")
@@ -374,15 +321,6 @@ class GitHttp:
         return rc
 
 
-async def _capped(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    total = 0
-    async for chunk in body:
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"refs/nostr push exceeds the limit of {limit} bytes")
-        yield chunk
-
-
 async def _feed(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> int:
     """Copy the request into git's stdin; if git exits early (bad request) stop writing.
     Returns the bytes written, for the metrics."""
@@ -422,10 +360,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-
-
-def _is_gzip(scope: Scope) -> bool:
-    return _headers(scope).get(b"content-encoding", b"").strip().lower() in (b"gzip", b"x-gzip")
 
 
 async def _start(send: Send, status: int, content_type: str,

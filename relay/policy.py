@@ -28,7 +28,7 @@ Choices the protocol leaves open (see grasp-protocol.md, "Which events are accep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
 import structlog

@@ -8,8 +8,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from storage.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, announcement, now, npub_of, pubkey_of, state
 from tests.gitutil import commit, git, make_repo, push, remote_head, remote_refs, rev

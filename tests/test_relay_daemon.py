@@ -3,10 +3,7 @@ Client against the `grasp-relay` console script."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-
-import pytest
 
 from storage.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, now, pubkey_of

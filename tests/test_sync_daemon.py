@@ -109,7 +109,6 @@ async def test_data_spread_over_two_upstreams(start_daemon, upstreams, tmp_path:
     a_tip = commit(work, "a.txt")
     git("checkout", "-q", "-b", "b", "main", cwd=work)
     b_tip = commit(work, "b.txt")
-    only_a = make_repo(tmp_path / "only-a", commits=0) if False else None
     # each upstream gets one branch only
     first = tmp_path / "first"
     git("clone", "-q", "--bare", "--single-branch", "-b", "a", str(work), str(first))
