@@ -129,7 +129,12 @@ class Connection:
 
     async def _publish_one(self, request: Publish) -> None:
         event = request.event
-        outcome = await self.relay.ingest.publish(event, source="client")
+        try:
+            outcome = await self.relay.ingest.publish(event, source="client")
+        except Exception:  # a bug must cost one event an OK false, never the connection
+            log.exception("publish_failed", event_id=event.id)
+            self.send_nowait(protocol.ok(event.id, False, "error: internal error while storing the event"))
+            return
         self.send_nowait(protocol.ok(event.id, outcome.accepted, outcome.message))
 
     async def _subscribe(self, request: Subscribe) -> None:
