@@ -98,15 +98,24 @@ class Connection:
             else:
                 await self._publish(request)
         elif isinstance(request, (Subscribe, Count)) and self._req_window.take(time.monotonic()):
-            self.session.subscriptions.discard(request.sub_id) if isinstance(request, Subscribe) else None
+            self.session.subscriptions.discard(request.sub_id)
             limit = self.relay.settings.reqs_per_minute_per_conn
             self.send_nowait(protocol.closed(request.sub_id, f"rate-limited: more than {limit} REQs per minute"))
-        elif isinstance(request, Subscribe):
-            await self._subscribe(request)
         elif isinstance(request, Unsubscribe):
             if self.relay.subscriptions.remove(self, request.sub_id):
                 self.relay.metrics.subscriptions_closed(1)
-        elif isinstance(request, Count):
+        else:
+            try:
+                await self._query(request)
+            except Exception:  # the store failed this query; the connection goes on
+                log.exception("query_failed", sub_id=request.sub_id)
+                self.session.subscriptions.discard(request.sub_id)
+                self.send_nowait(protocol.closed(request.sub_id, "error: the query failed, try again"))
+
+    async def _query(self, request: Subscribe | Count) -> None:
+        if isinstance(request, Subscribe):
+            await self._subscribe(request)
+        else:
             total = await self.relay.store.count(list(request.filters))
             self.send_nowait(protocol.count_reply(request.sub_id, total))
 
