@@ -23,7 +23,7 @@ from relay.git_http import GitHttp, parse_git_path
 from relay.pushes import PushGate
 from purgatory.service import Purgatory
 from purgatory.store_context import StoreSyncContext
-from purgatory.sync import SyncService
+from purgatory.loops import SyncService
 from storage import nip34
 from storage.event import Event
 from storage.events import EventStore

@@ -17,10 +17,10 @@ import pytest
 
 from config.settings import Settings
 from purgatory.context import FetchKind, FetchOutcome
+from purgatory.context import FetchRecord
+from purgatory.loops import SyncService
 from purgatory.sync import (
-    FetchRecord,
     SyncRuntime,
-    SyncService,
     from_url,
     next_url,
     select_url,
