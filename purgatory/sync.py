@@ -9,9 +9,7 @@ Two independent paths share the same two steps, as in the seed design:
   capacity again.
 
 The loops themselves are in `loops.py`. Both use `next_url` (selection) and a fetch that holds
-one throttle slot. All I/O is behind
-`SyncContext`; every wait is an `asyncio.Event` with a timeout computed from the clock, so no
-loop polls.
+one throttle slot; all I/O is behind `SyncContext`.
 """
 
 from __future__ import annotations
