@@ -5,7 +5,10 @@ Workloads: a repo with a ~50 MB pack of random (incompressible) blobs, and a rep
 5,000 small commits. For each: push into an empty repo, then clone (bare). Prints seconds per
 server (median of --reps runs) and the ratio GitHttp / http-backend (< 1 means we are faster).
 
-    /work/venv/bin/python bench/git_bench.py [--reps 3] [--mb 50] [--commits 5000]
+Then the big repo is published to the real daemon and cloned --clones (4) times in parallel
+while a websocket client measures REQ round-trips on the same port.
+
+    /work/venv/bin/python bench/git_bench.py [--reps 3] [--mb 50] [--commits 5000] [--clones 4]
 """
 
 from __future__ import annotations
@@ -254,12 +257,55 @@ def bench_workload(label: str, work: Path, servers: dict[str, object], reps: int
     return rows
 
 
-def parallel_clones_with_ws_latency() -> None:
-    """TODO: 4 clones of the big repo in parallel while a websocket client sends REQs to the
-    relay on the same port and records round-trip times (p50/p99), to show git traffic does
-    not starve the Nostr side. Needs the full app (relay/app.py) with its websocket endpoint;
-    run it against `grasp-relay` once that exists."""
-    print("parallel clones + websocket latency: skipped (relay websocket app not wired in yet)")
+def parallel_clones_with_ws_latency(work: Path, scratch: Path, clones: int = 4,
+                                    probe_interval_s: float = 0.02) -> None:
+    """`clones` bare clones of the big repo in parallel from the real daemon (the `grasp-relay`
+    console script), while a websocket client in its own process sends REQs on the same port
+    every `probe_interval_s` and times each REQ -> EOSE: git traffic must not starve the Nostr
+    side. The repo is published the GRASP way first: announcement + state, then `git push`."""
+    from bench.sync_bench import CLIENT_LIMITS, LatencyProbe, percentiles, publish_all
+    from tests.daemon import ALICE, Daemon, announcement, issue, npub_of, pubkey_of, state
+
+    daemon = Daemon(scratch / "daemon-data", {**CLIENT_LIMITS, "GRASP_LOG_LEVEL": "warning"}).start()
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "big")],
+                                [state(ALICE, "big", {"refs/heads/main": head})],
+                                [issue(ALICE, pubkey_of(ALICE), "big", f"i{k}") for k in range(20)]))
+        url = f"{daemon.http_url}/{npub_of(ALICE)}/big.git"
+        push_s = timed(lambda: run("git", "push", "-q", url, "main", cwd=work))
+        idle_probe = LatencyProbe(daemon.ws_url, interval_s=probe_interval_s).start()
+        time.sleep(2.0)
+        idle = percentiles(idle_probe.stop())
+        probe = LatencyProbe(daemon.ws_url, interval_s=probe_interval_s).start()
+        started = time.perf_counter()
+        procs = [(subprocess.Popen(["git", "clone", "-q", "--bare", url, str(scratch / f"par-{i}")], env=GIT_ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), time.perf_counter())
+                 for i in range(clones)]
+        took = []
+        for proc, t0 in procs:
+            _, err = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"clone failed: {err.decode(errors='replace')}")
+            took.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - started
+        busy = percentiles(probe.stop(), started, started + wall)
+    finally:
+        rss_mb = _status_mb(daemon.proc.pid, "VmHWM") if daemon.proc else 0.0
+        daemon.stop()
+    print(f"\nparallel clones via grasp-relay (push {push_s:.2f} s, relay VmHWM {rss_mb:.0f} MB):")
+    print(f"  {clones} clones: wall {wall:.2f} s, each " + ", ".join(f"{t:.2f}" for t in sorted(took)) + " s")
+    print(f"  REQ round-trip idle:         n={idle['n']:<5} p50 {idle['p50']:.2f} ms  p99 {idle['p99']:.2f} ms"
+          f"  max {idle['max']:.2f} ms")
+    print(f"  REQ round-trip during clones: n={busy['n']:<5} p50 {busy['p50']:.2f} ms  p99 {busy['p99']:.2f} ms"
+          f"  max {busy['max']:.2f} ms")
+
+
+def _status_mb(pid: int, key: str) -> float:
+    from bench.sync_bench import proc_status_kb
+
+    return proc_status_kb(pid, key) / 1024
 
 
 def main() -> None:
@@ -267,6 +313,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--commits", type=int, default=5000)
+    parser.add_argument("--clones", type=int, default=4, help="parallel clones from grasp-relay (0: skip)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
@@ -290,7 +337,8 @@ def main() -> None:
         print(f"{'workload':<18}{'op':<7}{'GitHttp s':>11}{'http-backend s':>16}{'ratio':>8}")
         for label, op, a, b in rows:
             print(f"{label:<18}{op:<7}{a:>11.3f}{b:>16.3f}{a / b:>8.2f}")
-        parallel_clones_with_ws_latency()
+        if args.clones:
+            parallel_clones_with_ws_latency(root / "work-big", scratch, args.clones)
 
 
 if __name__ == "__main__":

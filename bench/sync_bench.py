@@ -31,6 +31,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,9 +63,9 @@ CLIENT_LIMITS = {
 
 
 def _probe_main(url: str, filt: dict[str, Any], interval_s: float, stop: Any, ready: Any, out: Any) -> None:
-    async def run() -> list[float]:
+    async def run() -> list[tuple[float, float]]:
         client = await Client.connect(url)
-        samples: list[float] = []
+        samples: list[tuple[float, float]] = []
         n = 0
         try:
             ready.set()
@@ -78,7 +79,7 @@ def _probe_main(url: str, filt: dict[str, Any], interval_s: float, stop: Any, re
                     msg = await client.recv(30)
                     if msg[0] in ("EOSE", "CLOSED") and msg[1] == sub:
                         break
-                samples.append((time.perf_counter() - started) * 1000)
+                samples.append((started, (time.perf_counter() - started) * 1000))
                 await client.send(["CLOSE", sub])
                 next_at += interval_s
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
@@ -90,7 +91,9 @@ def _probe_main(url: str, filt: dict[str, Any], interval_s: float, stop: Any, re
 
 
 class LatencyProbe:
-    """REQ -> EOSE round-trips every `interval_s` on one websocket, in a separate process."""
+    """REQ -> EOSE round-trips every `interval_s` on one websocket, in a separate process.
+    `stop()` returns (perf_counter at send, round-trip ms) pairs; perf_counter is the system's
+    monotonic clock, so the times compare with the caller's."""
 
     def __init__(self, url: str, filt: dict[str, Any] | None = None, interval_s: float = 0.02) -> None:
         ctx = mp.get_context("spawn")
@@ -106,7 +109,7 @@ class LatencyProbe:
             raise RuntimeError("latency probe did not connect")
         return self
 
-    def stop(self) -> list[float]:
+    def stop(self) -> list[tuple[float, float]]:
         self._stop.set()
         try:
             samples = self._out.get(timeout=30)
@@ -117,10 +120,12 @@ class LatencyProbe:
         return samples
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
+def percentiles(samples: list[tuple[float, float]], since: float = float("-inf"),
+                until: float = float("inf")) -> dict[str, float]:
+    """n/p50/p99/max of the round-trips sent within [since, until)."""
+    ordered = sorted(ms for at, ms in samples if since <= at < until)
+    if not ordered:
         return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    ordered = sorted(samples)
 
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
@@ -215,9 +220,13 @@ class Result:
     fetch_s: float = 0.0
     bound_s: float = 0.0
     latency: dict[str, float] = field(default_factory=dict)
+    latency_publish: dict[str, float] = field(default_factory=dict)  # while EVENTs went in
+    latency_sync: dict[str, float] = field(default_factory=dict)  # after the last OK
     rss_kb_max: int = 0
     hwm_kb: int = 0
     upstreams: list[dict[str, Any]] = field(default_factory=list)
+    last_batch_s: float = 0.0  # when the states (the last batch) started to go out
+    started_mono: float = 0.0  # time.monotonic() at the first EVENT, the upstreams' clock
 
 
 def time_one_fetch(up: Upstream, name: str, tip: str, scratch: Path) -> float:
@@ -236,7 +245,7 @@ def time_one_fetch(up: Upstream, name: str, tip: str, scratch: Path) -> float:
     return statistics.median(times)
 
 
-async def publish_all(url: str, *batches: list[Any]) -> float:
+async def publish_all(url: str, *batches: list[Any], marks: list[float] | None = None) -> float:
     """Send each batch of EVENTs on one connection, pipelined, and wait for all its OKs before
     the next batch; returns seconds. Batches because the relay checks the EVENTs of one
     connection concurrently: a state sent right behind its announcement may be checked first
@@ -245,6 +254,8 @@ async def publish_all(url: str, *batches: list[Any]) -> float:
     try:
         started = time.perf_counter()
         for events in batches:
+            if marks is not None:
+                marks.append(time.perf_counter())
             pending = {e.id for e in events}
             sender = asyncio.create_task(_send_all(client, events))
             while pending:
@@ -264,8 +275,17 @@ async def _send_all(client: Client, events: list[Any]) -> None:
         await client.ws.send(json.dumps(["EVENT", event.to_dict()]))
 
 
+def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the relay (all threads, native frames off) into collapsed stacks at `out`."""
+    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--format", "raw",
+                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach before the clock starts
+    return proc
+
+
 async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeout_s: float,
-                  probe_interval_s: float) -> Result:
+                  probe_interval_s: float, profile: Path | None = None) -> Result:
     result = Result(expected=len(ids))
     listener = await Client.connect(daemon.ws_url)
     await listener.send(["REQ", "live", {"kinds": [30617, 30618], "authors": [pubkey_of(ALICE)]}])
@@ -285,8 +305,11 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
                 pass
 
     rss_task = asyncio.create_task(sample_rss())
+    profiler = start_py_spy(pid, profile) if profile else None
+    result.started_mono = time.monotonic()
     started = time.perf_counter()
-    publisher = asyncio.create_task(publish_all(daemon.ws_url, *batches))
+    marks: list[float] = []
+    publisher = asyncio.create_task(publish_all(daemon.ws_url, *batches, marks=marks))
     seen: set[str] = set()
     try:
         while seen != ids:
@@ -303,8 +326,16 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
                 seen.add(msg[2]["id"])
         result.released_s = time.perf_counter() - started
         result.publish_s = await publisher
+        result.last_batch_s = marks[-1] - started
     finally:
-        result.latency = percentiles(probe.stop())
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
+        samples = probe.stop()
+        result.latency = percentiles(samples, started)
+        if result.publish_s:
+            result.latency_publish = percentiles(samples, started, started + result.publish_s)
+            result.latency_sync = percentiles(samples, started + result.publish_s)
         stop_rss.set()
         await rss_task
         result.hwm_kb = proc_status_kb(pid, "VmHWM")
@@ -333,7 +364,7 @@ def run(args: argparse.Namespace) -> Result:
                   f"one fetch by id: {fetch_s * 1000:.0f} ms")
             env = {
                 **CLIENT_LIMITS,
-                "GRASP_LOG_LEVEL": "warning",
+                "GRASP_LOG_LEVEL": args.log_level,
                 "GRASP_SYNC_USER_DELAY_S": str(plan.user_delay_s),
                 "GRASP_THROTTLE_MAX_CONCURRENT": str(plan.concurrent),
                 "GRASP_THROTTLE_MAX_PER_MINUTE": str(plan.per_window),
@@ -350,25 +381,28 @@ def run(args: argparse.Namespace) -> Result:
             asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "probe-seed")]))
             asyncio.run(publish_all(daemon.ws_url, seed))
             result = asyncio.run(measure(daemon, [anns, states], {e.id for e in anns + states}, args.timeout,
-                                         args.probe_interval_ms / 1000))
+                                         args.probe_interval_ms / 1000, args.py_spy))
             result.fetch_s = fetch_s
             result.bound_s = plan.bound_s(fetch_s)
             for u, up in enumerate(ups):
                 result.upstreams.append({"domain": up.domain, "identifiers": plan.per_domain()[u],
                                          "fetches": up.fetches, "requests": up.requests, "peak": up.peak,
-                                         "max_in_window": up.max_fetches_in_window(plan.window_s)})
+                                         "max_in_window": up.max_fetches_in_window(plan.window_s),
+                                         "fetch_starts": [round(t - result.started_mono, 3) for t in up.fetch_starts]})
             if result.released < result.expected:
                 print(f"NOT ALL RELEASED ({result.released}/{result.expected}); daemon log tail:\n{daemon.log()}")
             return result
         finally:
             if daemon is not None:
                 daemon.stop()
+                if args.keep_log:
+                    shutil.copy(daemon.log_path, args.keep_log)
             for up in ups:
                 up.stop()
 
 
 def report(plan: argparse.Namespace, r: Result) -> None:
-    ratio = r.released_s / r.bound_s if r.bound_s else float("nan")
+    ratio = (r.released_s - r.last_batch_s) / r.bound_s if r.bound_s else float("nan")
     lat = r.latency
     print()
     print(f"throttle: {plan.concurrent} concurrent, {plan.per_minute} per {plan.window_s:g} s window per domain; "
@@ -380,12 +414,17 @@ def report(plan: argparse.Namespace, r: Result) -> None:
         ("publish (all EVENT -> OK) s", f"{r.publish_s:.2f}"),
         ("first release after first EVENT s", f"{r.first_release_s:.2f}"),
         ("all released after first EVENT s", f"{r.released_s:.2f}"),
+        ("measured from first EVENT / bound", f"{r.released_s / r.bound_s:.3f}"),
+        ("states sent after first EVENT s", f"{r.last_batch_s:.2f}"),
+        ("all released after first state s", f"{r.released_s - r.last_batch_s:.2f}"),
         ("lower bound from throttle s", f"{r.bound_s:.2f}"),
-        ("measured / bound", f"{ratio:.3f}"),
+        ("measured (from first state) / bound", f"{ratio:.3f}"),
         ("one fetch (calibration) ms", f"{r.fetch_s * 1000:.0f}"),
         (f"REQ round-trips (n={lat['n']}) p50 ms", f"{lat['p50']:.2f}"),
         ("REQ round-trip p99 ms", f"{lat['p99']:.2f}"),
         ("REQ round-trip max ms", f"{lat['max']:.2f}"),
+        (f"  while publishing (n={r.latency_publish.get('n', 0)}) p99 ms", f"{r.latency_publish.get('p99', 0):.2f}"),
+        (f"  after publishing (n={r.latency_sync.get('n', 0)}) p99 ms", f"{r.latency_sync.get('p99', 0):.2f}"),
         ("relay RSS max sampled MB", f"{r.rss_kb_max / 1024:.1f}"),
         ("relay VmHWM MB", f"{r.hwm_kb / 1024:.1f}"),
     ]
@@ -413,7 +452,10 @@ def main() -> None:
     parser.add_argument("--user-delay", type=float, default=0.1, help="GRASP_SYNC_USER_DELAY_S")
     parser.add_argument("--probe-interval-ms", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=240.0, help="give up waiting for releases after this")
-    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--json", type=Path, help="also write the numbers (and fetch start times) here")
+    parser.add_argument("--log-level", default="warning", help="the relay's GRASP_LOG_LEVEL")
+    parser.add_argument("--keep-log", type=Path, help="copy the relay's log here at the end")
+    parser.add_argument("--py-spy", type=Path, help="profile the relay during the run (collapsed stacks here)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"git {subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.split()[-1]}, "
