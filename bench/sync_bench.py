@@ -370,6 +370,7 @@ def run(args: argparse.Namespace) -> Result:
                 "GRASP_THROTTLE_MAX_PER_MINUTE": str(plan.per_window),
                 "GRASP_THROTTLE_WINDOW_S": str(plan.window_s),
                 "GRASP_PURGATORY_EXPIRY_S": str(max(1800, args.timeout * 2)),
+                **{f"GRASP_{k.strip().upper()}": v for k, _, v in (kv.partition("=") for kv in args.set)},
             }
             daemon = Daemon(root / "data", env).start()
             anns = [announcement(ALICE, daemon.domain, name, extra_clone=[ups[i % plan.upstreams].url_for(name)])
@@ -453,6 +454,8 @@ def main() -> None:
     parser.add_argument("--probe-interval-ms", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=240.0, help="give up waiting for releases after this")
     parser.add_argument("--json", type=Path, help="also write the numbers (and fetch start times) here")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other relay setting, e.g. --set sync_backoff_base_s=1 (repeatable)")
     parser.add_argument("--log-level", default="warning", help="the relay's GRASP_LOG_LEVEL")
     parser.add_argument("--keep-log", type=Path, help="copy the relay's log here at the end")
     parser.add_argument("--py-spy", type=Path, help="profile the relay during the run (collapsed stacks here)")
