@@ -64,18 +64,16 @@ def select_url(
     return None
 
 
-def throttled_domains_with_untried(
-    urls: Iterable[str], tried: set[str], is_throttled: IsThrottled, own_domain: str
-) -> dict[str, set[str]]:
-    """Throttled domains that still have an untried URL, each with the URLs of that domain
-    already tried, so its waiting queue does not repeat them."""
+def domains_with_untried(urls: Iterable[str], tried: set[str], own_domain: str) -> dict[str, set[str]]:
+    """Domains that still have an untried URL, each with the URLs of that domain already
+    tried, so its waiting queue does not repeat them."""
     by_domain: dict[str, list[str]] = {}
     for url, url_domain in _candidates(urls, own_domain):
         by_domain.setdefault(url_domain, []).append(url)
     return {
         d: {u for u in d_urls if u in tried}
         for d, d_urls in by_domain.items()
-        if is_throttled(d) and any(u not in tried for u in d_urls)
+        if any(u not in tried for u in d_urls)
     }
 
 
@@ -206,11 +204,11 @@ async def sync_identifier(rt: SyncRuntime, identifier: str) -> bool:
             return True
     if await _finished(rt, identifier):
         return True
+    # Every URL still untried belongs to a domain that was throttled (or lost a slot race)
+    # when next_url looked; hand all of them over, even if a slot has freed since: judging
+    # "throttled" again now would strand the identifier until its backoff.
     urls = await rt.ctx.clone_urls(identifier)
-    throttled, raced = rt.is_throttled(), {domain_of(u) for u in skipped}
-    handoff = throttled_domains_with_untried(
-        urls, tried, lambda d: d in raced or throttled(d), rt.settings.domain
-    )
+    handoff = domains_with_untried(urls, tried, rt.settings.domain)
     for domain, tried_here in handoff.items():
         rt.throttles.enqueue_identifier(domain, identifier, tried_here, rt.ctx.now())
         rt.stats.handed_to_domains += 1

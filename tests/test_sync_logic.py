@@ -463,3 +463,25 @@ async def test_disabled_sync_starts_no_loops() -> None:
     await asyncio.sleep(0.05)
     assert ctx.fetches == [] and service.queue_length == 1
     await service.stop()
+
+
+async def test_handoff_survives_a_slot_freed_before_the_handoff() -> None:
+    """a.example is full when next_url looks; a slot frees while the sync checks whether it
+    is finished. The identifier must still wait in a.example's queue, not for its backoff."""
+    ctx = FakeContext()
+    ctx.add("test", [A1], {"x"})
+    rt = runtime(ctx, throttle_max_concurrent=1)
+    assert rt.throttles.try_acquire("a.example:443", ctx.now())
+    original = ctx.has_pending
+    calls = []
+
+    async def has_pending_and_free_slot(identifier: str) -> bool:
+        calls.append(identifier)
+        if len(calls) == 2:  # next_url has looked (throttled); now the finished-check runs
+            rt.throttles.release("a.example:443")
+        return await original(identifier)
+
+    ctx.has_pending = has_pending_and_free_slot  # type: ignore[method-assign]
+    assert await sync_identifier(rt, "test") is False
+    a = rt.throttles.get("a.example:443")
+    assert a is not None and a.waiting_count == 1 and ctx.fetches == []
