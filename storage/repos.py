@@ -17,13 +17,14 @@ from urllib.parse import unquote
 
 import pygit2
 import structlog
-from nostr_sdk import PublicKey
+
+from storage import nip34
+from storage.event import is_hex
 
 log = structlog.get_logger(__name__)
 
 ZERO_OID = "0" * 40
-BRANCH_AND_TAG_PREFIXES = ("refs/heads/", "refs/tags/")
-MAX_IDENTIFIER_BYTES = 200
+BRANCH_AND_TAG_PREFIXES = nip34.BRANCH_AND_TAG
 
 # Config every repo carries, re-applied by `ensure` so older repos pick up changes.
 # uploadpack.allowAnySHA1InWant must stay UNSET: git treats `false` as clearing the tip and
@@ -61,27 +62,20 @@ def validate_identifier(raw: str) -> str:
 
 
 def check_identifier(ident: str) -> str:
-    """Refuse a decoded identifier that could escape or confuse the repo tree."""
-    if not ident:
-        raise BadRepoPath("repository identifier is empty")
-    if ident in (".", ".."):
-        raise BadRepoPath(f"repository identifier {ident!r} is not allowed")
-    for bad, what in (("/", "'/'"), ("\\", "'\\'"), ("\x00", "NUL")):
-        if bad in ident:
-            raise BadRepoPath(f"repository identifier must not contain {what}")
-    if len(ident.encode()) > MAX_IDENTIFIER_BYTES:
-        raise BadRepoPath(f"repository identifier longer than {MAX_IDENTIFIER_BYTES} bytes")
+    """Refuse a decoded identifier that could escape or confuse the repo tree (the rules are
+    nip34.identifier_problem's, shared with the acceptance policy)."""
+    problem = nip34.identifier_problem(ident)
+    if problem is not None:
+        raise BadRepoPath(problem)
     return ident
 
 
 def npub_to_hex(npub: str) -> str:
     """Decode a bech32 npub; hex is refused here because URLs always carry the npub form."""
-    if not npub.startswith("npub1"):
-        raise BadRepoPath("owner must be a bech32 npub")
-    try:
-        return PublicKey.parse(npub).to_hex()
-    except Exception as exc:  # nostr_sdk raises its own error family
-        raise BadRepoPath(f"invalid npub: {exc}") from None
+    pubkey = nip34.npub_to_hex(npub)
+    if pubkey is None:
+        raise BadRepoPath("owner must be a valid bech32 npub")
+    return pubkey
 
 
 def to_npub(npub_or_hex: str) -> str:
@@ -89,11 +83,11 @@ def to_npub(npub_or_hex: str) -> str:
     if npub_or_hex.startswith("npub1"):
         npub_to_hex(npub_or_hex)
         return npub_or_hex
-    if len(npub_or_hex) != 64:
+    if not is_hex(npub_or_hex, 64):
         raise BadRepoPath("owner must be an npub or a 64-character hex public key")
     try:
-        return PublicKey.parse(npub_or_hex.lower()).to_bech32()
-    except Exception as exc:
+        return nip34.hex_to_npub(npub_or_hex)
+    except Exception as exc:  # nostr_sdk raises its own error family (not a curve point)
         raise BadRepoPath(f"invalid public key: {exc}") from None
 
 
