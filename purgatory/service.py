@@ -59,13 +59,10 @@ class Purgatory:
         protocol v2 serves any object of a repo by id, so unreleased data must not be in one."""
         return self.settings.data_dir / "quarantine" / f"{quote(identifier, safe='')}.git"
 
-    def ensure_quarantine(self, identifier: str) -> Path:
+    async def ensure_quarantine(self, identifier: str) -> Path:
         path = self.quarantine_path(identifier)
         if not (path / "HEAD").is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            repo = pygit2.init_repository(str(path), bare=True)
-            # never served; local copies out of it ask for objects no ref reaches, by id
-            repo.config["uploadpack.allowAnySHA1InWant"] = True
+            await asyncio.to_thread(_init_quarantine, path)
         return path
 
     # --- intake ---------------------------------------------------------------------------
@@ -111,7 +108,7 @@ class Purgatory:
             if state.pubkey not in members:
                 continue
             refs, head = nip34.state_refs(state)
-            source = self._locate(identifier, refs.values())
+            source = await self.locate(identifier, refs.values())
             if source is not None:
                 target = self.repos.path(announcement.pubkey, identifier)
                 await self._align(source, target, refs, head)
@@ -124,12 +121,15 @@ class Purgatory:
         async with lock:
             entries = await self.store.held(identifier)
             if not entries:
-                self.drop_quarantine(identifier)
+                await self.drop_quarantine(identifier)
                 return set()
-            plan = release.plan(
-                entries,
-                lambda oids: self._locate(identifier, oids),
-                lambda author: self._owners_of(author, identifier),
+            # repo lookups open repositories on disk: plan in a worker thread, with what it
+            # needs from the store (read on the loop) gathered first
+            paths = self.sources(identifier)
+            authors = {e.event.pubkey for e in entries if e.event.kind == nip34.STATE}
+            owners = {author: self._owners_of(author, identifier) for author in authors}
+            plan = await asyncio.to_thread(
+                release.plan, entries, lambda oids: self.first_holding(paths, oids), owners.__getitem__
             )
             if not plan.entries:
                 return set()
@@ -143,7 +143,7 @@ class Purgatory:
             await self._apply_states(identifier, plan.states)
             await self._write_pr_refs(plan.prs)
             if not await self.store.held(identifier):
-                self.drop_quarantine(identifier)
+                await self.drop_quarantine(identifier)
             return set(plan.event_ids)
 
     async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
@@ -228,7 +228,7 @@ class Purgatory:
                 await self._remove_if_unserved(entry.event.pubkey, entry.identifier)
         for identifier in {e.identifier for e in due}:
             if not await self.store.held(identifier):
-                self.drop_quarantine(identifier)
+                await self.drop_quarantine(identifier)
         return len(due)
 
     async def _remove_if_unserved(self, owner: str, identifier: str) -> None:
@@ -238,10 +238,10 @@ class Purgatory:
             await self.repos.remove_async(owner, identifier)
             log.info("repo_removed", owner=owner, identifier=identifier, reason="announcement expired")
 
-    def drop_quarantine(self, identifier: str) -> None:
+    async def drop_quarantine(self, identifier: str) -> None:
         path = self.quarantine_path(identifier)
         if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, path, True)
 
     # --- reading the world ----------------------------------------------------------------
     def _lookup(self, identifier: str) -> Callable[[str], Event | None]:
@@ -264,12 +264,24 @@ class Purgatory:
             paths.append(quarantine)
         return paths
 
-    def _locate(self, identifier: str, oids: Iterable[str]) -> Path | None:
+    def first_holding(self, paths: list[Path], oids: Iterable[str]) -> Path | None:
+        """The first repo holding every one of these objects (blocking: opens repos)."""
         wanted = list(oids)
-        for path in self.sources(identifier):
+        for path in paths:
             if not self.repos.missing(path, wanted):
                 return path
         return None
+
+    def still_missing(self, paths: list[Path], oids: set[str]) -> set[str]:
+        """Which of these objects none of the repos holds (blocking: opens repos)."""
+        for path in paths:
+            if not oids:
+                break
+            oids = self.repos.missing(path, oids)
+        return oids
+
+    async def locate(self, identifier: str, oids: Iterable[str]) -> Path | None:
+        return await asyncio.to_thread(self.first_holding, self.sources(identifier), list(oids))
 
     async def _served_states(self, identifier: str) -> list[Event]:
         """Served 30618s for this identifier, newest first (tie: lowest id)."""
@@ -277,3 +289,10 @@ class Purgatory:
 
         found = await self.store.query([Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))], 1000)
         return sorted(found, key=lambda e: (-e.created_at, e.id))
+
+
+def _init_quarantine(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repo = pygit2.init_repository(str(path), bare=True)
+    # never served; local copies out of it ask for objects no ref reaches, by id
+    repo.config["uploadpack.allowAnySHA1InWant"] = True

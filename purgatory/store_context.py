@@ -5,6 +5,7 @@ found, `fetch.py` moves bytes, and this class only translates between them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -38,11 +39,10 @@ class StoreSyncContext:
         wanted: set[str] = set()
         for entry in await self._waiting(identifier):
             wanted |= release.needed_oids(entry.event)
-        for path in self.purgatory.sources(identifier):
-            if not wanted:
-                break
-            wanted = self.repos.missing(path, wanted)
-        return wanted
+        if not wanted:
+            return wanted
+        paths = self.purgatory.sources(identifier)
+        return await asyncio.to_thread(self.purgatory.still_missing, paths, wanted)
 
     async def clone_urls(self, identifier: str) -> list[str]:
         urls: list[str] = []
@@ -54,14 +54,14 @@ class StoreSyncContext:
         return list(dict.fromkeys(urls))
 
     async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
-        dest = self.purgatory.ensure_quarantine(identifier)
+        dest = await self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)
         if outcome.kind == "not-our-ref" and len(oids) > 1:
             outcome = await self._fetch_each(url, dest, oids)
         self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
         if not await self.has_pending(identifier):  # expired or released by a push meanwhile
-            self.purgatory.drop_quarantine(identifier)
+            await self.purgatory.drop_quarantine(identifier)
         return outcome
 
     async def _fetch_each(self, url: str, dest: Any, oids: frozenset[str]) -> FetchOutcome:
