@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from coincurve import PublicKeyXOnly
@@ -148,6 +149,14 @@ class Event:
             if tag[0] == name:
                 return tag
         return None
+
+
+@lru_cache(maxsize=8192)
+def stored_event(raw: str) -> Event:
+    """An event read back from our own store. It was checked when it came in and is immutable,
+    and the purgatory reads the same few events again and again while it syncs a repo, so
+    each stored text is parsed once."""
+    return Event.from_json(raw)
 
 
 def sign_event(secret_hex: str, kind: int, content: str, tags: list[list[str]], created_at: int) -> Event:

@@ -28,7 +28,7 @@ import structlog
 from config.settings import Settings
 from storage import held as held_reads
 from storage import write_ops
-from storage.event import Event
+from storage.event import Event, stored_event
 from storage.filters import Filter
 from storage.query import select_count, select_raw
 from storage.records import HeldEntry, SaveResult, StoreClosed, StoreError
@@ -122,7 +122,7 @@ class EventStore:
         return await self._readers.run(_fetch_column, *built)
 
     async def query(self, filters: list[Filter], default_limit: int) -> list[Event]:
-        return [Event.from_json(raw) for raw in await self.query_raw(filters, default_limit)]
+        return [stored_event(raw) for raw in await self.query_raw(filters, default_limit)]
 
     async def count(self, filters: list[Filter]) -> int:
         """NIP-45: distinct events matching any filter (limits ignored)."""

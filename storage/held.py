@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from storage.event import Event
+from storage.event import stored_event
 from storage.records import HeldEntry
 
 _COLUMNS = "raw, identifier, received_at, expires_at, source, owner_hint"
@@ -15,7 +15,7 @@ _COLUMNS = "raw, identifier, received_at, expires_at, source, owner_hint"
 
 def _entry(row: tuple[str, str, float, float, str, str | None]) -> HeldEntry:
     raw, identifier, received_at, expires_at, source, owner_hint = row
-    return HeldEntry(Event.from_json(raw), identifier, received_at, expires_at, source, owner_hint)
+    return HeldEntry(stored_event(raw), identifier, received_at, expires_at, source, owner_hint)
 
 
 def held_entries(conn: sqlite3.Connection, identifier: str | None = None) -> list[HeldEntry]:

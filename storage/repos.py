@@ -107,7 +107,10 @@ class RepoStore:
         """The repo path for an owner and an already-decoded identifier (validated again)."""
         npub = to_npub(npub_or_hex)
         ident = check_identifier(identifier)
-        candidate = (self.repos_dir / npub / f"{ident}.git").resolve()
+        # no resolve(): it costs syscalls on every call, and both parts are single checked
+        # path components (bech32 characters; no separators, NUL, "." or ".."), so the join
+        # cannot leave repos_dir, and nothing here creates symlinks
+        candidate = self.repos_dir / npub / f"{ident}.git"
         if candidate.parent.parent != self.repos_dir:
             raise BadRepoPath("repository path escapes the data directory")
         return candidate

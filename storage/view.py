@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from storage import held as held_reads
-from storage.event import Event
+from storage.event import Event, stored_event
 from storage.records import HeldEntry
 from storage.schema import open_reader
 from storage.write_ops import parse_coordinate
@@ -106,7 +106,7 @@ class StoreView:
     # --- helpers -------------------------------------------------------------------------
     def _one(self, sql: str, params: tuple[object, ...]) -> Event | None:
         row = self._conn.execute(sql, params).fetchone()
-        return Event.from_json(row[0]) if row else None
+        return stored_event(row[0]) if row else None
 
     def _exists(self, sql: str, params: tuple[object, ...]) -> bool:
         return self._conn.execute(sql, params).fetchone() is not None
@@ -117,7 +117,7 @@ class StoreView:
         events: dict[str, Event] = {}
         for table in ("events", "held"):
             rows = self._conn.execute(f"SELECT raw FROM {table} WHERE kind=? AND d=?", (kind, identifier))
-            found = sorted((Event.from_json(raw) for (raw,) in rows), key=lambda e: (-e.created_at, e.id))
+            found = sorted((stored_event(raw) for (raw,) in rows), key=lambda e: (-e.created_at, e.id))
             for event in found:
                 events.setdefault(event.id, event)
         return list(events.values())
