@@ -85,10 +85,10 @@ class Purgatory:
         released = await self.on_git_data(identifier)
         if event.id in released:
             return ""
-        if event.kind == nip34.ANNOUNCEMENT:
-            await self._adopt_served_state(event, identifier)
-            if event.id in await self.on_git_data(identifier):
-                return ""
+        if event.kind == nip34.ANNOUNCEMENT and await self._adopt_served_state(event, identifier):
+            # its maintainers' served state now rules its repo: nothing left to wait for
+            await self._release(identifier, [e for e in await self.store.held(identifier) if e.event.id == event.id])
+            return ""
         if self.enqueue_sync is not None:
             delay = self.settings.sync_user_delay_s if source == "client" else self.settings.sync_synced_delay_s
             self.enqueue_sync(identifier, delay)
@@ -99,9 +99,10 @@ class Purgatory:
         await asyncio.to_thread(self.repos.ensure, announcement.pubkey, announcement.d_tag)
         await self._adopt_served_state(announcement, announcement.d_tag)
 
-    async def _adopt_served_state(self, announcement: Event, identifier: str) -> None:
+    async def _adopt_served_state(self, announcement: Event, identifier: str) -> bool:
         """A new owner whose maintainers already have a served state here gets that state's
-        data at once: the state is authoritative for this owner's repo as well."""
+        data at once: the state is authoritative for this owner's repo as well. True when
+        the repo was aligned with such a state."""
         states = await self._served_states(identifier)
         members = nip34.maintainer_set(announcement.pubkey, identifier, self._lookup(identifier))
         for state in states:
@@ -109,10 +110,11 @@ class Purgatory:
                 continue
             refs, head = nip34.state_refs(state)
             source = await self.locate(identifier, refs.values())
-            if source is not None:
-                target = self.repos.path(announcement.pubkey, identifier)
-                await self._align(source, target, refs, head)
-            return
+            if source is None:
+                return False
+            await self._align(source, self.repos.path(announcement.pubkey, identifier), refs, head)
+            return True
+        return False
 
     # --- release --------------------------------------------------------------------------
     async def on_git_data(self, identifier: str) -> set[str]:
@@ -133,18 +135,22 @@ class Purgatory:
             )
             if not plan.entries:
                 return set()
-            results = await self.store.release(plan.event_ids)
-            for entry, result in zip(plan.entries, results):
-                self.metrics.purgatory_event(entry.event.kind, "released")
-                log.info("purgatory_released", event_id=entry.event.id, kind=entry.event.kind,
-                         identifier=identifier, status=result.status)
-                if result.stored:
-                    await self.broadcast(entry.event)
+            await self._release(identifier, plan.entries)
             await self._apply_states(identifier, plan.states)
             await self._write_pr_refs(plan.prs)
             if not await self.store.held(identifier):
                 await self.drop_quarantine(identifier)
             return set(plan.event_ids)
+
+    async def _release(self, identifier: str, entries: list[Any]) -> None:
+        """Move held entries into the served store (one transaction) and broadcast them."""
+        results = await self.store.release([e.event.id for e in entries])
+        for entry, result in zip(entries, results):
+            self.metrics.purgatory_event(entry.event.kind, "released")
+            log.info("purgatory_released", event_id=entry.event.id, kind=entry.event.kind,
+                     identifier=identifier, status=result.status)
+            if result.stored:
+                await self.broadcast(entry.event)
 
     async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
         """Align every authorised owner's repo with the newest released state, unless a newer

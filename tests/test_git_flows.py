@@ -107,6 +107,12 @@ async def test_maintainer_state_authorises_push_and_updates_maintainer_repo(daem
         assert result.returncode == 0, result.stderr
         assert remote_refs(repo_url(daemon, BOB, "shared"))["refs/heads/main"] == tip
         assert await ids_served(client, a_ann.id, b_ann.id, b_state.id) == {a_ann.id, b_ann.id, b_state.id}
+        # a later owner who trusts Bob gets his served state's data at once, nothing waits
+        c_ann = announcement(CAROL, daemon.domain, "shared", maintainers=[pubkey_of(BOB)])
+        ok, msg = await client.publish(c_ann)
+        assert ok and msg == "", msg
+        assert await ids_served(client, c_ann.id) == {c_ann.id}
+        assert remote_refs(repo_url(daemon, CAROL, "shared"))["refs/heads/main"] == tip
     finally:
         await client.close()
 
