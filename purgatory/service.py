@@ -135,9 +135,12 @@ class Purgatory:
             )
             if not plan.entries:
                 return set()
-            await self._release(identifier, plan.entries)
+            # repos first, then the store: a crash in between leaves data whose events are
+            # still held, and the next look (a restart enqueues every held identifier)
+            # releases them; the other order could serve a state whose repo never got it
             await self._apply_states(identifier, plan.states)
             await self._write_pr_refs(plan.prs)
+            await self._release(identifier, plan.entries)
             if not await self.store.held(identifier):
                 await self.drop_quarantine(identifier)
             return set(plan.event_ids)
@@ -153,8 +156,8 @@ class Purgatory:
                 await self.broadcast(entry.event)
 
     async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
-        """Align every authorised owner's repo with the newest released state, unless a newer
-        served state from that owner's maintainers already rules the repo."""
+        """Align every authorised owner's repo with the newest state being released, unless a
+        newer served state from that owner's maintainers already rules the repo."""
         newest = release.newest_state(states)
         if newest is None:
             return
@@ -163,7 +166,7 @@ class Purgatory:
         for owner in newest.owners:
             members = nip34.maintainer_set(owner, identifier, lookup)
             latest = next((s for s in served if s.pubkey in members), None)
-            if latest is not None and latest.id != newest.event.id:
+            if latest is not None and _newer(latest, newest.event):
                 log.info("state_superseded", event_id=newest.event.id, by=latest.id, owner=owner)
                 continue
             if self.repos.exists(owner, identifier):
@@ -302,3 +305,8 @@ def _init_quarantine(path: Path) -> None:
     repo = pygit2.init_repository(str(path), bare=True)
     # never served; local copies out of it ask for objects no ref reaches, by id
     repo.config["uploadpack.allowAnySHA1InWant"] = True
+
+
+def _newer(a: Event, b: Event) -> bool:
+    """Does a supersede b, as addressable events do: newer created_at, tie to the lowest id."""
+    return (a.created_at, b.id) > (b.created_at, a.id)
