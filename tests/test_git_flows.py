@@ -237,3 +237,28 @@ async def test_pages_traversal_and_oversized_push(start_daemon, tmp_path: Path) 
         assert "refs/heads/main" not in remote_refs(repo_url(daemon, ALICE, "big"))
     finally:
         await client.close()
+
+
+async def test_pull_request_update_follows_its_root(daemon, tmp_path: Path) -> None:
+    """A PR update (1619) names its PR with an E tag only; it finds the repository through
+    it, waits for its new tip, and is served once the tip is pushed."""
+    work = make_repo(tmp_path / "work", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "upd", {"refs/heads/main": rev(work)})
+        url = repo_url(daemon, ALICE, "upd")
+        assert push(work, url, "main").returncode == 0
+        first = commit(work, "v1.txt")
+        pr = pr_event(CAROL, pubkey_of(ALICE), "upd", first)
+        assert (await client.publish(pr))[1].startswith("purgatory:")
+        assert push(work, url, f"{first}:refs/nostr/{pr.id}").returncode == 0
+        second = commit(work, "v2.txt")
+        update = sign_event(CAROL, 1619, "", [["E", pr.id], ["P", pubkey_of(ALICE)], ["c", second]], now() + 1)
+        ok, msg = await client.publish(update)
+        assert ok and msg.startswith("purgatory:"), msg
+        assert await ids_served(client, update.id) == set()
+        assert push(work, url, f"{second}:refs/nostr/{update.id}").returncode == 0
+        assert await ids_served(client, pr.id, update.id) == {pr.id, update.id}
+        assert remote_refs(url)[f"refs/nostr/{update.id}"] == second
+    finally:
+        await client.close()
