@@ -35,7 +35,8 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "pubkey": _owner_hex(settings.owner_npub),
         "contact": settings.relay_contact,
         "supported_nips": SUPPORTED_NIPS,
-        "supported_grasps": ["GRASP-01"],
+        # GRASP-05 (archive) only when the operator whitelists repos that do not list us
+        "supported_grasps": ["GRASP-01"] + (["GRASP-05"] if settings.archive_whitelist else []),
         "software": SOFTWARE,
         "version": __version__,
         "repo_acceptance_criteria": (

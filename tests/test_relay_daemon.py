@@ -205,3 +205,20 @@ async def test_accepted_event_survives_kill_9(start_daemon, tmp_path) -> None:
         assert json.loads(body)["purgatory"] == {"30617": 1}
     finally:
         await client.close()
+
+
+async def test_archive_whitelist_accepts_announcements_elsewhere(start_daemon) -> None:
+    from tests.daemon import npub_of
+
+    daemon = start_daemon(archive_whitelist=f"{npub_of(ALICE)}/mirror")
+    doc = json.loads(daemon.get("/", {"Accept": "application/nostr+json"})[2])
+    assert doc["supported_grasps"] == ["GRASP-01", "GRASP-05"] and "curation" in doc
+    client = await Client.connect(daemon.ws_url)
+    try:
+        elsewhere = announcement(ALICE, "git.example.org", "mirror")
+        ok, msg = await client.publish(elsewhere)
+        assert ok and msg.startswith("purgatory:")
+        other_repo = announcement(ALICE, "git.example.org", "other")
+        assert not (await client.publish(other_repo))[0]
+    finally:
+        await client.close()
