@@ -127,9 +127,10 @@ class Purgatory:
                 return set()
             # repo lookups open repositories on disk: plan in a worker thread, with what it
             # needs from the store (read on the loop) gathered first
-            paths = self.sources(identifier)
+            anns = self.announcements(identifier)
+            paths = self.sources(identifier, anns)
             authors = {e.event.pubkey for e in entries if e.event.kind == nip34.STATE}
-            owners = {author: self._owners_of(author, identifier) for author in authors}
+            owners = {author: self._owners_of(author, anns) for author in authors}
             plan = await asyncio.to_thread(
                 release.plan, entries, lambda oids: self.first_holding(paths, oids), owners.__getitem__
             )
@@ -253,20 +254,25 @@ class Purgatory:
             await asyncio.to_thread(shutil.rmtree, path, True)
 
     # --- reading the world ----------------------------------------------------------------
+    def announcements(self, identifier: str) -> "Announcements":
+        """One read of an identifier's announcements, for all the questions one step asks
+        (owners, maintainer sets, repo paths): each store read on the event loop costs far
+        more under load than its query, as it gives up and waits to retake the GIL."""
+        return Announcements(self.store.view.announcements_for(identifier))
+
     def _lookup(self, identifier: str) -> Callable[[str], Event | None]:
-        view = self.store.view
-        return lambda pubkey: view.announcement(pubkey, identifier)
+        return self.announcements(identifier).of
 
-    def _owners_of(self, author: str, identifier: str) -> list[str]:
-        view = self.store.view
-        return nip34.owners_authorising(author, view.announcements_for(identifier), self._lookup(identifier))
+    def _owners_of(self, author: str, anns: "Announcements") -> list[str]:
+        return nip34.owners_authorising(author, anns.events, anns.of)
 
-    def sources(self, identifier: str) -> list[Path]:
+    def sources(self, identifier: str, anns: "Announcements | None" = None) -> list[Path]:
         """Where the objects for an identifier may be: every owner's repo, then the quarantine."""
+        anns = anns or self.announcements(identifier)
         paths = [
-            self.repos.path(ann.pubkey, identifier)
-            for ann in self.store.view.announcements_for(identifier)
-            if self.repos.exists(ann.pubkey, identifier)
+            self.repos.path(owner, identifier)
+            for owner in anns.owners
+            if self.repos.exists(owner, identifier)
         ]
         quarantine = self.quarantine_path(identifier)
         if (quarantine / "HEAD").is_file():
@@ -298,6 +304,25 @@ class Purgatory:
 
         found = await self.store.query([Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))], 1000)
         return sorted(found, key=lambda e: (-e.created_at, e.id))
+
+
+
+class Announcements:
+    """An identifier's announcements as `StoreView.announcements_for` returns them (served
+    first, then held, newest first), with the per-author lookup `view.announcement` gives."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._first: dict[str, Event] = {}
+        for event in events:
+            self._first.setdefault(event.pubkey, event)
+
+    @property
+    def owners(self) -> list[str]:
+        return list(self._first)
+
+    def of(self, pubkey: str) -> Event | None:
+        return self._first.get(pubkey)
 
 
 def _init_quarantine(path: Path) -> None:

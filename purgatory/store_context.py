@@ -46,7 +46,7 @@ class StoreSyncContext:
 
     async def clone_urls(self, identifier: str) -> list[str]:
         urls: list[str] = []
-        for ann in self.store.view.announcements_for(identifier):
+        for ann in self.purgatory.announcements(identifier).events:
             urls += nip34.clone_urls(ann)
         for entry in await self._waiting(identifier):
             if entry.event.kind in (nip34.PR, nip34.PR_UPDATE):
