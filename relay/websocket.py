@@ -8,11 +8,11 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
 import structlog
 
-from relay import protocol
+from relay import ordering, protocol
 from relay.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
 from relay.ratelimit import Window
 
@@ -40,6 +40,7 @@ class Connection:
         self._send = send
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._in_flight: deque[asyncio.Task[None]] = deque()
+        self._providers: dict[Hashable, asyncio.Task[None]] = {}  # see relay/ordering.py
         self._event_window = Window(relay.settings.events_per_minute_per_conn, 60.0)
         self._req_window = Window(relay.settings.reqs_per_minute_per_conn, 60.0)
         self.closed = False
@@ -134,10 +135,25 @@ class Connection:
             self._in_flight.popleft()
         if len(self._in_flight) >= MAX_EVENTS_IN_FLIGHT:
             await self._in_flight.popleft()
-        self._in_flight.append(asyncio.create_task(self._publish_one(request)))
-
-    async def _publish_one(self, request: Publish) -> None:
         event = request.event
+        waits = {self._providers[k] for k in ordering.depends_on(event) if k in self._providers}
+        task = asyncio.create_task(self._publish_one(request, waits))
+        self._in_flight.append(task)
+        keys = ordering.provides(event)
+        for key in keys:
+            self._providers[key] = task
+        task.add_done_callback(lambda done: self._forget(done, keys))
+
+    def _forget(self, task: asyncio.Task[None], keys: set[Hashable]) -> None:
+        for key in keys:
+            if self._providers.get(key) is task:
+                del self._providers[key]
+
+    async def _publish_one(self, request: Publish, after: set[asyncio.Task[None]]) -> None:
+        """Publish once the in-flight events this one depends on have been answered."""
+        event = request.event
+        if after:
+            await asyncio.wait(after)
         try:
             outcome = await self.relay.ingest.publish(event, source="client")
         except Exception:  # a bug must cost one event an OK false, never the connection

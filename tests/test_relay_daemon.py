@@ -222,3 +222,28 @@ async def test_archive_whitelist_accepts_announcements_elsewhere(start_daemon) -
         assert not (await client.publish(other_repo))[0]
     finally:
         await client.close()
+
+
+async def test_pipelined_dependent_events_on_one_connection(daemon) -> None:
+    """A client may send an announcement, its state, an issue and a comment on the issue
+    without waiting for OKs: each is judged after the ones it depends on."""
+    from tests.daemon import state
+
+    client = await Client.connect(daemon.ws_url)
+    try:
+        owner = pubkey_of(ALICE)
+        ann = announcement(ALICE, daemon.domain, "burst")
+        st = state(ALICE, "burst", {"refs/heads/main": "c" * 40})
+        bug = issue(BOB, owner, "burst")
+        comment = sign_event(CAROL, 1111, "me too", [["E", bug.id], ["K", "1621"], ["e", bug.id]], now())
+        for event in (ann, st, bug, comment):
+            await client.send(["EVENT", event.to_dict()])
+        answers = {}
+        while len(answers) < 4:
+            msg = await client.recv()
+            if msg[0] == "OK":
+                answers[msg[1]] = (msg[2], msg[3])
+        assert answers[ann.id][0] and answers[st.id][1].startswith("purgatory:")
+        assert answers[bug.id] == (True, "") and answers[comment.id] == (True, "")
+    finally:
+        await client.close()
