@@ -76,6 +76,7 @@ class Purgatory:
         if event.kind == nip34.ANNOUNCEMENT:
             await asyncio.to_thread(self.repos.ensure, event.pubkey, identifier)
         if event.kind in (nip34.PR, nip34.PR_UPDATE):
+            await self.store.remove_placeholder(event.id)
             await self._drop_contradicting_pr_refs(event)
         expires_at = self.clock() + self.settings.purgatory_expiry_s
         held = await self.store.hold(event, identifier, None, expires_at, source)
@@ -189,6 +190,24 @@ class Purgatory:
                     await self.repos.copy_objects_async(pr.source, target, [pr.tip])
                 await asyncio.to_thread(self.repos.set_ref, target, f"refs/nostr/{pr.event.id}", pr.tip)
 
+    async def expect_pr(self, event_id: str, owner: str, identifier: str, tip: str) -> None:
+        """A `refs/nostr/<id>` was pushed before its event: keep it for as long as an event
+        may wait in purgatory, then remove it, so pushes nobody signs do not stay served."""
+        expires_at = self.clock() + self.settings.purgatory_expiry_s
+        await self.store.add_placeholder(event_id, f"{owner}/{identifier}", tip, expires_at)
+
+    async def _expire_placeholders(self) -> None:
+        for event_id, repo, _tip in await self.store.placeholders_due(self.clock()):
+            await self.store.remove_placeholder(event_id)
+            if self.store.view.get_event(event_id) is not None:
+                continue  # claimed meanwhile
+            owner, identifier = repo.split("/", 1)
+            if self.repos.exists(owner, identifier):
+                path = self.repos.path(owner, identifier)
+                await asyncio.to_thread(self.repos.delete_ref, path, f"refs/nostr/{event_id}")
+            self.metrics.purgatory_event(nip34.PR, "expired")
+            log.info("pr_ref_expired", ref=f"refs/nostr/{event_id}", owner=owner, identifier=identifier)
+
     async def _drop_contradicting_pr_refs(self, event: Event) -> None:
         """A `refs/nostr/<id>` pushed before its event must hold the tip the event names;
         a different tip is removed so that the right one can be pushed or fetched."""
@@ -226,6 +245,7 @@ class Purgatory:
                 log.error("purgatory_sweep_failed", error=str(exc))
 
     async def expire_due(self) -> int:
+        await self._expire_placeholders()
         due = await self.store.expired_due(self.clock())
         if not due:
             return 0

@@ -77,4 +77,8 @@ class PushGate:
         return sorted(held + served, key=lambda s: (-s.created_at, s.id))
 
     async def on_pushed(self, repo: RepoRef, updates: list[RefUpdate]) -> None:
+        for update in updates:
+            event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
+            if update.ref.startswith(push_auth.NOSTR_PREFIX) and self.relay.store.view.get_event(event_id) is None:
+                await self.relay.purgatory.expect_pr(event_id, repo.pubkey, repo.identifier, update.new)
         await self.relay.purgatory.on_git_data(repo.identifier)

@@ -166,8 +166,12 @@ class EventStore:
     async def held_counts(self) -> dict[int, int]:
         return await self._readers.run(held_reads.held_counts)
 
-    async def add_placeholder(self, event_id: str, repo: str, tip: str) -> None:
-        await self._writer.submit(write_ops.add_placeholder, event_id, repo, tip)
+    async def add_placeholder(self, event_id: str, repo: str, tip: str, expires_at: float) -> None:
+        """A PR ref pushed before its event: removed at `expires_at` unless the event comes."""
+        await self._writer.submit(write_ops.add_placeholder, event_id, repo, tip, expires_at)
+
+    async def placeholders_due(self, now: float) -> list[tuple[str, str, str]]:
+        return await self._readers.run(held_reads.placeholders_due, now)
 
     async def placeholder(self, event_id: str) -> tuple[str, str] | None:
         return await self._readers.run(held_reads.placeholder, event_id)

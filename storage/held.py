@@ -54,6 +54,13 @@ def is_expired(conn: sqlite3.Connection, event_id: str) -> bool:
     return conn.execute("SELECT 1 FROM expired WHERE id=?", (event_id,)).fetchone() is not None
 
 
+def placeholders_due(conn: sqlite3.Connection, now: float) -> list[tuple[str, str, str]]:
+    """(event id, repo, tip) of PR refs pushed before their event, whose event never came."""
+    return conn.execute(
+        "SELECT event_id, repo, tip FROM placeholders WHERE expires_at <= ?", (now,)
+    ).fetchall()
+
+
 def placeholder(conn: sqlite3.Connection, event_id: str) -> tuple[str, str] | None:
     row = conn.execute("SELECT repo, tip FROM placeholders WHERE event_id=?", (event_id,)).fetchone()
     return (row[0], row[1]) if row else None

@@ -106,10 +106,12 @@ CREATE TABLE IF NOT EXISTS expired (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS placeholders (
-    event_id TEXT PRIMARY KEY,
-    repo     TEXT NOT NULL,
-    tip      TEXT NOT NULL
+    event_id   TEXT PRIMARY KEY,
+    repo       TEXT NOT NULL,
+    tip        TEXT NOT NULL,
+    expires_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS placeholders_expires ON placeholders(expires_at);
 """
 
 

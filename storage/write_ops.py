@@ -218,9 +218,10 @@ def _remove_held_where(conn: sqlite3.Connection, where: str, params: tuple[objec
     return [event_id for _, event_id in rows]
 
 
-def add_placeholder(conn: sqlite3.Connection, event_id: str, repo: str, tip: str) -> None:
+def add_placeholder(conn: sqlite3.Connection, event_id: str, repo: str, tip: str, expires_at: float) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO placeholders(event_id, repo, tip) VALUES (?,?,?)", (event_id, repo, tip)
+        "INSERT OR REPLACE INTO placeholders(event_id, repo, tip, expires_at) VALUES (?,?,?,?)",
+        (event_id, repo, tip, expires_at),
     )
 
 

@@ -262,3 +262,27 @@ async def test_pull_request_update_follows_its_root(daemon, tmp_path: Path) -> N
         assert remote_refs(url)[f"refs/nostr/{update.id}"] == second
     finally:
         await client.close()
+
+
+async def test_unclaimed_pr_ref_is_removed_after_expiry(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(purgatory_expiry_s="1", purgatory_sweep_s="0.2")
+    work = make_repo(tmp_path / "work", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "unclaimed", {"refs/heads/main": rev(work)})
+        url = repo_url(daemon, ALICE, "unclaimed")
+        assert push(work, url, "main").returncode == 0
+        tip = commit(work, "pr.txt")
+        claimed = pr_event(CAROL, pubkey_of(ALICE), "unclaimed", tip)
+        nobody = "7" * 64
+        assert push(work, url, f"{tip}:refs/nostr/{nobody}").returncode == 0
+        assert push(work, url, f"{tip}:refs/nostr/{claimed.id}").returncode == 0
+        ok, msg = await client.publish(claimed)
+        assert ok and msg == ""
+        deadline = time.monotonic() + 10
+        while f"refs/nostr/{nobody}" in remote_refs(url) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        refs = remote_refs(url)
+        assert f"refs/nostr/{nobody}" not in refs and refs[f"refs/nostr/{claimed.id}"] == tip
+    finally:
+        await client.close()

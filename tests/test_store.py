@@ -257,7 +257,7 @@ async def test_restart_keeps_everything(tmp_path: Path) -> None:
     held = ev(30618, "state", [["d", "r"]])
     assert await s.hold(held, "r", None, 9e9, "client")
     await s.discard(["ef" * 32], "expired")
-    await s.add_placeholder("12" * 32, "npub/r.git", "ab" * 20)
+    await s.add_placeholder("12" * 32, "npub/r.git", "ab" * 20, 100.0)
     await s.close()
 
     s = await EventStore.open(path, settings)

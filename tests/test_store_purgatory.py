@@ -147,10 +147,13 @@ async def test_deletion_removes_own_held_entries(store: EventStore) -> None:
 async def test_placeholders(store: EventStore) -> None:
     pid = "12" * 32
     assert await store.placeholder(pid) is None
-    await store.add_placeholder(pid, "npub1x/r.git", "ab" * 20)
+    await store.add_placeholder(pid, "npub1x/r.git", "ab" * 20, 100.0)
     assert await store.placeholder(pid) == ("npub1x/r.git", "ab" * 20)
     assert store.view.placeholder(pid) == ("npub1x/r.git", "ab" * 20)
-    await store.add_placeholder(pid, "npub1x/r.git", "cd" * 20)
+    assert await store.placeholders_due(99.0) == []
+    assert await store.placeholders_due(100.0) == [(pid, "npub1x/r.git", "ab" * 20)]
+    await store.add_placeholder(pid, "npub1x/r.git", "cd" * 20, 200.0)
+    assert await store.placeholders_due(150.0) == []
     assert await store.placeholder(pid) == ("npub1x/r.git", "cd" * 20)
     await store.remove_placeholder(pid)
     assert await store.placeholder(pid) is None
