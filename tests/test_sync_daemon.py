@@ -211,3 +211,27 @@ async def test_throttle_limits_hold_against_a_real_upstream(start_daemon, upstre
         assert waits >= 10  # the second ten waited in the domain's queue
     finally:
         await client.close()
+
+
+async def test_restart_syncs_waiting_identifiers_at_once(start_daemon, upstreams, tmp_path: Path) -> None:
+    """Events held when the relay stops are fetched right after it starts again, without
+    waiting for the (here very long) client delay."""
+    data = tmp_path / "restart"
+    slow = {**FAST_SYNC, "sync_user_delay_s": "600"}
+    daemon = start_daemon(data, **slow)
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    up.make_repo("later", work)
+    client = await Client.connect(daemon.ws_url)
+    ann, st = await publish_repo(client, daemon, "later", [up.url_for("later")], {"refs/heads/main": rev(work)})
+    await client.close()
+    await asyncio.sleep(1.0)
+    assert up.fetches == 0  # the 600 s delay holds it back
+    daemon.kill9()
+    daemon.start()
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await wait_served(client, [ann.id, st.id], timeout=20)
+        assert up.fetches >= 1
+    finally:
+        await client.close()
