@@ -65,12 +65,18 @@ class Settings(BaseSettings):
     # --- purgatory and sync -------------------------------------------------------------
     purgatory_expiry_s: float = Field(1800, gt=0)
     purgatory_sweep_s: float = Field(5, gt=0, description="how often expiry is checked")
+    purgatory_intake_concurrency: int = Field(
+        8, ge=1, description="events entering the purgatory processed at once"
+    )
     sync_enabled: bool = True
     sync_user_delay_s: float = Field(180, ge=0)
     sync_synced_delay_s: float = Field(0.5, ge=0)
     sync_backoff_base_s: float = Field(20, gt=0)
     sync_backoff_max_s: float = Field(120, gt=0)
     sync_max_concurrent: int = Field(32, ge=1, description="identifier sync tasks at once")
+    sync_process_concurrency: int = Field(
+        2, ge=1, description="releases after fetches processed at once (keeps the event loop responsive)"
+    )
     throttle_max_concurrent: int = Field(5, ge=1)
     throttle_max_per_minute: int = Field(30, ge=1)
     throttle_window_s: float = Field(60, gt=0)

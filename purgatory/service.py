@@ -43,6 +43,7 @@ class Purgatory:
         self.clock = clock
         self.enqueue_sync: Enqueue | None = None  # set when the sync service runs
         self._locks: dict[str, asyncio.Lock] = {}
+        self._intake = asyncio.Semaphore(settings.purgatory_intake_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -69,6 +70,12 @@ class Purgatory:
     async def accept(self, event: Event, identifier: str | None, source: str) -> str | None:
         """Hold an event the policy sent to the purgatory. Returns the OK message ("" when
         its data was already here and it is served now), or None when it expired earlier."""
+        # holding takes several store and repo steps; a burst of pipelined announcements
+        # goes through a few at a time so websocket work keeps its turn on the event loop
+        async with self._intake:
+            return await self._accept(event, identifier, source)
+
+    async def _accept(self, event: Event, identifier: str | None, source: str) -> str | None:
         if identifier is None:
             identifier = event.d_tag
         if await self.store.is_expired(event.id):

@@ -24,6 +24,7 @@ class StoreSyncContext:
         self.store = purgatory.store
         self.repos = purgatory.repos
         self.metrics = metrics
+        self._processing = asyncio.Semaphore(settings.sync_process_concurrency)
 
     def now(self) -> float:
         return time.monotonic()
@@ -77,7 +78,10 @@ class StoreSyncContext:
         return got or FetchOutcome.failure("not-our-ref", f"none of {len(oids)} objects at {url}")
 
     async def process_new_data(self, identifier: str) -> None:
-        await self.purgatory.on_git_data(identifier)
+        # releases after fetches come in bursts (a throttle window opening on many domains
+        # at once); a few lanes keep them from crowding websocket work off the event loop
+        async with self._processing:
+            await self.purgatory.on_git_data(identifier)
 
 
 _DATA_KINDS = frozenset({nip34.STATE, nip34.PR, nip34.PR_UPDATE})
