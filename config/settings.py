@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(120, gt=0)
     fetch_cooloff_s: float = Field(60, ge=0, description="pause for a domain after a network failure")
 
+    # --- GRASP-02: events from the other relays announcements name ---------------------
+    peer_sync_enabled: bool = True
+    peer_refresh_s: float = Field(60, gt=0, description="how often the set of peer relays is re-planned")
+    peer_backoff_s: float = Field(30, gt=0, description="pause before reconnecting to a failed peer")
+    peer_connect_timeout_s: float = Field(10, gt=0)
+    max_peer_relays: int = Field(50, ge=0)
+
     # --- git ----------------------------------------------------------------------------
     max_push_bytes: int = Field(1024**3, ge=1024)
     max_gzip_bytes: int = Field(64 * 1024**2, ge=1024, description="decoded size cap of gzip bodies")

@@ -20,6 +20,7 @@ from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
 from relay import policy, ratelimit
 from relay.git_http import GitHttp, parse_git_path
+from relay.peers import PeerSync
 from relay.pushes import PushGate
 from purgatory.service import Purgatory
 from purgatory.store_context import StoreSyncContext
@@ -53,6 +54,7 @@ class Relay:
         self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
         self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
         self.sync: SyncService | None = None
+        self.peers: PeerSync | None = None
         self.started_at = time.time()
         self.connections: set[Connection] = set()
         self.trusted_proxies = ratelimit.parse_networks(settings.trusted_proxies)
@@ -69,11 +71,15 @@ class Relay:
         self.purgatory.enqueue_sync = self.sync.enqueue
         self.sync.on_throttle_wait = self.metrics.throttle_wait
         self.sync.start()
+        self.peers = PeerSync(self)
+        self.peers.start()
         for identifier in await self.store.held_identifiers():
             self.sync.enqueue(identifier, 0)
         log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
 
     async def shutdown(self) -> None:
+        if self.peers is not None:
+            await self.peers.stop()
         if self.sync is not None:
             await self.sync.stop()
         if self.purgatory is not None:

@@ -35,8 +35,11 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "pubkey": _owner_hex(settings.owner_npub),
         "contact": settings.relay_contact,
         "supported_nips": SUPPORTED_NIPS,
-        # GRASP-05 (archive) only when the operator whitelists repos that do not list us
-        "supported_grasps": ["GRASP-01"] + (["GRASP-05"] if settings.archive_whitelist else []),
+        # GRASP-02 while proactive sync is on; GRASP-05 (archive) only when the operator
+        # whitelists repos that do not list us
+        "supported_grasps": ["GRASP-01"]
+        + (["GRASP-02"] if settings.peer_sync_enabled and settings.sync_enabled else [])
+        + (["GRASP-05"] if settings.archive_whitelist else []),
         "software": SOFTWARE,
         "version": __version__,
         "repo_acceptance_criteria": (

@@ -110,15 +110,7 @@ class Session:
         return Publish(event)
 
     def _check_limits(self, event: Event) -> None:
-        limits = self.limits
-        if len(event.tags) > limits.max_event_tags:
-            raise EventError(f"too many tags (max {limits.max_event_tags})")
-        if len(event.content.encode("utf-8")) > limits.max_content_bytes:
-            raise EventError(f"content is longer than {limits.max_content_bytes} bytes")
-        if event.created_at > self.clock() + limits.max_created_at_future_s:
-            raise EventError(
-                f"created_at is more than {limits.max_created_at_future_s} seconds in the future"
-            )
+        check_limits(event, self.limits, self.clock())
 
     def _req(self, message: list[Any]) -> Request:
         parsed = self._sub_and_filters(message, "REQ")
@@ -158,6 +150,16 @@ class Session:
         except FilterError as exc:
             return Reply(closed(sub_id, f"invalid: {exc}"))
         return sub_id, filters
+
+
+def check_limits(event: Event, limits: Limits, now: float) -> None:
+    """The per-event limits, for clients and for events synced from other relays alike."""
+    if len(event.tags) > limits.max_event_tags:
+        raise EventError(f"too many tags (max {limits.max_event_tags})")
+    if len(event.content.encode("utf-8")) > limits.max_content_bytes:
+        raise EventError(f"content is longer than {limits.max_content_bytes} bytes")
+    if event.created_at > now + limits.max_created_at_future_s:
+        raise EventError(f"created_at is more than {limits.max_created_at_future_s} seconds in the future")
 
 
 _HANDLERS: dict[str, Callable[[Session, list[Any]], Request]] = {

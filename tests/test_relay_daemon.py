@@ -22,7 +22,7 @@ async def test_nip11_landing_page_and_cors(daemon) -> None:
     status, headers, body = daemon.get("/", {"Accept": "application/nostr+json"})
     doc = json.loads(body)
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
-    assert doc["supported_grasps"] == ["GRASP-01"] and 34 in doc["supported_nips"]
+    assert doc["supported_grasps"] == ["GRASP-01", "GRASP-02"] and 34 in doc["supported_nips"]
     assert doc["limitation"]["max_filters"] == 20 and "curation" not in doc
     assert "repo_acceptance_criteria" in doc
     status, headers, body = daemon.get("/")
@@ -212,7 +212,7 @@ async def test_archive_whitelist_accepts_announcements_elsewhere(start_daemon) -
 
     daemon = start_daemon(archive_whitelist=f"{npub_of(ALICE)}/mirror")
     doc = json.loads(daemon.get("/", {"Accept": "application/nostr+json"})[2])
-    assert doc["supported_grasps"] == ["GRASP-01", "GRASP-05"] and "curation" in doc
+    assert doc["supported_grasps"] == ["GRASP-01", "GRASP-02", "GRASP-05"] and "curation" in doc
     client = await Client.connect(daemon.ws_url)
     try:
         elsewhere = announcement(ALICE, "git.example.org", "mirror")

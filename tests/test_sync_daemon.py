@@ -235,3 +235,40 @@ async def test_restart_syncs_waiting_identifiers_at_once(start_daemon, upstreams
         assert up.fetches >= 1
     finally:
         await client.close()
+
+
+async def test_grasp02_events_and_data_come_from_a_peer_relay(start_daemon, tmp_path: Path) -> None:
+    """Alice's repo lists two GRASP relays. Everything is published and pushed to B only; A,
+    given just the announcement, subscribes to B, gets the state and an issue from it, and
+    fetches the git data from B's clone URL."""
+    b = start_daemon(tmp_path / "b", **FAST_SYNC)
+    a = start_daemon(tmp_path / "a", **{**FAST_SYNC, "sync_user_delay_s": "600",
+                                         "peer_refresh_s": "0.3", "peer_backoff_s": "0.3"})
+    npub = npub_of(ALICE)
+    tags = [["d", "both"], ["name", "both"],
+            ["clone", f"{a.http_url}/{npub}/both.git", f"{b.http_url}/{npub}/both.git"],
+            ["relays", a.ws_url, b.ws_url]]
+    ann = sign_event(ALICE, 30617, "", tags, now())
+    work = make_repo(tmp_path / "w", commits=2)
+    st = state(ALICE, "both", {"refs/heads/main": rev(work)})
+    from tests.daemon import BOB, issue
+
+    bug = issue(BOB, pubkey_of(ALICE), "both")
+    on_b = await Client.connect(b.ws_url)
+    try:
+        for event in (ann, st):
+            assert (await on_b.publish(event))[0]
+        from tests.gitutil import push
+
+        assert push(work, f"{b.http_url}/{npub}/both.git", "main").returncode == 0
+        assert (await on_b.publish(bug)) == (True, "")
+    finally:
+        await on_b.close()
+    on_a = await Client.connect(a.ws_url)
+    try:
+        ok, msg = await on_a.publish(ann)
+        assert ok and msg.startswith("purgatory:")
+        await wait_served(on_a, [ann.id, st.id, bug.id], timeout=20)
+        assert remote_refs(f"{a.http_url}/{npub}/both.git")["refs/heads/main"] == rev(work)
+    finally:
+        await on_a.close()

@@ -1,0 +1,151 @@
+"""GRASP-02 proactive sync of events: subscribe to the other relays that accepted
+announcements name, and pass what they have about those repositories through our own
+acceptance policy, as events "from other relays" (short sync delay in the purgatory).
+
+`plan_peers` is pure: announcements in, one subscription per peer relay out. `PeerSync`
+only keeps one websocket per peer open and feeds what arrives to the ingest path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import websockets
+
+from relay.protocol import check_limits
+from storage import nip34
+from storage.event import Event, EventError
+from storage.filters import Filter
+
+if TYPE_CHECKING:
+    from relay.app import Relay
+
+log = structlog.get_logger(__name__)
+
+SUB_ID = "grasp-sync"
+MAX_VALUES_PER_FILTER = 100
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    """What to ask one peer relay for: the identifiers and repo addresses it should know."""
+
+    identifiers: frozenset[str]
+    coordinates: frozenset[str]
+
+    def filters(self) -> list[dict[str, Any]]:
+        """Announcements and states by identifier, and everything tagging the repositories."""
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(self.identifiers)):
+            out.append({"kinds": [nip34.ANNOUNCEMENT, nip34.STATE], "#d": chunk})
+        for chunk in _chunks(sorted(self.coordinates)):
+            out.append({"#a": chunk})
+        return out
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i:i + MAX_VALUES_PER_FILTER] for i in range(0, len(values), MAX_VALUES_PER_FILTER)]
+
+
+def plan_peers(announcements: list[Event], own_domain: str, max_peers: int) -> dict[str, PeerPlan]:
+    """Every other relay named by an accepted announcement, with what to ask it for. Relay
+    URLs are taken as written (ws/wss only); at most `max_peers`, the most named first."""
+    wanted: dict[str, tuple[set[str], set[str]]] = {}
+    for ann in announcements:
+        coordinate = nip34.repo_coordinate(ann.pubkey, ann.d_tag)
+        for url in nip34.relay_urls(ann):
+            url = url.strip().rstrip("/")
+            if not url.startswith(("ws://", "wss://")) or nip34.is_our_relay_url(url, own_domain):
+                continue
+            identifiers, coordinates = wanted.setdefault(url, (set(), set()))
+            identifiers.add(ann.d_tag)
+            coordinates.add(coordinate)
+    ranked = sorted(wanted, key=lambda u: (-len(wanted[u][1]), u))[:max_peers]
+    return {u: PeerPlan(frozenset(wanted[u][0]), frozenset(wanted[u][1])) for u in ranked}
+
+
+class PeerSync:
+    """One websocket per peer relay; re-planned every `peer_refresh_s`."""
+
+    def __init__(self, relay: "Relay") -> None:
+        self.relay = relay
+        self.settings = relay.settings
+        self._peers: dict[str, tuple[PeerPlan, asyncio.Task[None]]] = {}
+        self._planner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.settings.peer_sync_enabled:
+            self._planner = asyncio.create_task(self._plan_forever(), name="peer-sync")
+
+    async def stop(self) -> None:
+        tasks = [t for _, t in self._peers.values()] + ([self._planner] if self._planner else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._peers.clear()
+
+    async def _plan_forever(self) -> None:
+        while True:
+            try:
+                self._apply(plan_peers(await self._announcements(), self.settings.domain,
+                                       self.settings.max_peer_relays))
+            except Exception:  # a failed round is retried at the next refresh
+                log.exception("peer_plan_failed")
+            await asyncio.sleep(self.settings.peer_refresh_s)
+
+    async def _announcements(self) -> list[Event]:
+        store = self.relay.store
+        served = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}))], self.settings.max_limit)
+        held = [e.event for e in await store.held() if e.event.kind == nip34.ANNOUNCEMENT]
+        return served + held
+
+    def _apply(self, plans: dict[str, PeerPlan]) -> None:
+        for url in list(self._peers):
+            plan, task = self._peers[url]
+            if plans.get(url) != plan or task.done():
+                task.cancel()
+                del self._peers[url]
+        for url, plan in plans.items():
+            if url not in self._peers:
+                task = asyncio.create_task(self._follow(url, plan), name=f"peer:{url}")
+                self._peers[url] = (plan, task)
+
+    async def _follow(self, url: str, plan: PeerPlan) -> None:
+        """Stay subscribed to one peer, reconnecting after a pause when it fails."""
+        while True:
+            try:
+                await self._session(url, plan)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network, protocol or peer errors: pause and retry
+                log.info("peer_disconnected", peer=url, error=str(exc)[:200])
+            await asyncio.sleep(self.settings.peer_backoff_s)
+
+    async def _session(self, url: str, plan: PeerPlan) -> None:
+        async with websockets.connect(url, open_timeout=self.settings.peer_connect_timeout_s,
+                                      max_size=self.settings.max_message_bytes) as ws:
+            await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters()]))
+            log.info("peer_subscribed", peer=url, repos=len(plan.coordinates))
+            async for message in ws:
+                await self._handle(url, message)
+
+    async def _handle(self, url: str, message: str | bytes) -> None:
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            return
+        if not isinstance(frame, list) or len(frame) < 3 or frame[0] != "EVENT" or frame[1] != SUB_ID:
+            return
+        try:
+            event = Event.from_dict(frame[2])
+            check_limits(event, self.relay.limits, time.time())
+            event.verify()
+        except EventError as exc:
+            log.info("peer_event_invalid", peer=url, error=str(exc))
+            return
+        outcome = await self.relay.ingest.publish(event, source="synced")
+        log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
