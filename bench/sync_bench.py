@@ -366,6 +366,7 @@ def run(args: argparse.Namespace) -> Result:
                 **CLIENT_LIMITS,
                 "GRASP_LOG_LEVEL": args.log_level,
                 "GRASP_SYNC_USER_DELAY_S": str(plan.user_delay_s),
+                "GRASP_OUTBOUND_ALLOW_PRIVATE": "true",  # the upstreams are on 127.0.0.1
                 "GRASP_THROTTLE_MAX_CONCURRENT": str(plan.concurrent),
                 "GRASP_THROTTLE_MAX_PER_MINUTE": str(plan.per_window),
                 "GRASP_THROTTLE_WINDOW_S": str(plan.window_s),

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     throttle_window_s: float = Field(60, gt=0)
     fetch_timeout_s: float = Field(120, gt=0)
     fetch_cooloff_s: float = Field(60, ge=0, description="pause for a domain after a network failure")
+    outbound_allow_private: bool = Field(
+        False, description="let fetches and peer relays reach loopback/private addresses (dev, tests)"
+    )
 
     # --- GRASP-02: events from the other relays announcements name ---------------------
     peer_sync_enabled: bool = True

@@ -12,6 +12,7 @@ from typing import Any
 from config import Settings
 from purgatory import fetch, release
 from purgatory.context import FetchOutcome
+from purgatory.outbound import outbound_refusal
 from purgatory.service import Purgatory
 from purgatory.throttle import domain_of
 from storage import nip34
@@ -55,6 +56,10 @@ class StoreSyncContext:
         return list(dict.fromkeys(urls))
 
     async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
+        refusal = await outbound_refusal(url, self.settings.outbound_allow_private)
+        if refusal is not None:
+            self.metrics.sync_fetch(domain_of(url) or "invalid", "blocked", 0.0)
+            return FetchOutcome.failure("error", f"blocked: {refusal}")
         dest = await self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)

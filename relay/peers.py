@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import websockets
 
+from purgatory.outbound import outbound_refusal
 from relay.protocol import check_limits
 from storage import nip34
 from storage.event import Event, EventError
@@ -126,6 +127,9 @@ class PeerSync:
             await asyncio.sleep(self.settings.peer_backoff_s)
 
     async def _session(self, url: str, plan: PeerPlan) -> None:
+        refusal = await outbound_refusal(url, self.settings.outbound_allow_private)
+        if refusal is not None:
+            raise ConnectionRefusedError(f"not following {url}: {refusal}")
         async with websockets.connect(url, open_timeout=self.settings.peer_connect_timeout_s,
                                       max_size=self.settings.max_message_bytes) as ws:
             await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters()]))

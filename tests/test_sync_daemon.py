@@ -20,6 +20,7 @@ from tests.upstream import Upstream
 FAST_SYNC = dict(
     sync_user_delay_s="0.2", sync_synced_delay_s="0.1", sync_backoff_base_s="0.5",
     sync_backoff_max_s="1", fetch_timeout_s="2", fetch_cooloff_s="0.5", purgatory_sweep_s="0.2",
+    outbound_allow_private="true",  # every upstream here is on 127.0.0.1 or localhost
 )
 
 
@@ -272,3 +273,24 @@ async def test_grasp02_events_and_data_come_from_a_peer_relay(start_daemon, tmp_
         assert remote_refs(f"{a.http_url}/{npub}/both.git")["refs/heads/main"] == rev(work)
     finally:
         await on_a.close()
+
+
+async def test_private_addresses_are_not_fetched_by_default(start_daemon, upstreams, tmp_path: Path) -> None:
+    """An announcement chooses the URLs the relay fetches from; by default loopback and
+    private addresses are refused, so an announcement cannot probe the relay's network."""
+    daemon = start_daemon(**{**FAST_SYNC, "outbound_allow_private": "false"})
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    up.make_repo("inside", work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "inside", [up.url_for("inside")], {"refs/heads/main": rev(work)})
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and "blocked" not in daemon.get("/metrics")[2].decode():
+            await asyncio.sleep(0.1)
+        assert up.requests == 0
+        assert metric(daemon.get("/metrics")[2].decode(), "grasp_sync_fetches_total",
+                      domain=up.domain, outcome="blocked") >= 1
+        assert await client.query({"ids": [st.id]}) == []
+    finally:
+        await client.close()
