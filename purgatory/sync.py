@@ -122,7 +122,15 @@ async def candidate(
     if not oids:
         return None
     urls = await rt.ctx.clone_urls(identifier)
-    url = select_url(urls, domain, tried, rt.is_throttled(), rt.settings.domain)
+    throttled = rt.is_throttled()
+    if domain is None:
+        # a domain whose queue holds this identifier serves it from there: the main path
+        # fetching it too would spend a second slot of that domain's window on the same data
+        held_by_domain = rt.throttles.holds
+        url = select_url(urls, None, tried, lambda d: throttled(d) or held_by_domain(d, identifier),
+                         rt.settings.domain)
+    else:
+        url = select_url(urls, domain, tried, throttled, rt.settings.domain)
     return None if url is None else (url, frozenset(oids))
 
 

@@ -165,6 +165,9 @@ class DomainThrottle:
 
     # --- waiting queue (round-robin) ----------------------------------------------------
 
+    def is_waiting(self, identifier: str) -> bool:
+        return identifier in self._waiting
+
     @property
     def has_waiting(self) -> bool:
         return bool(self._waiting)
@@ -286,6 +289,11 @@ class ThrottleManager:
 
     def cool_off(self, domain: str, until: float) -> None:
         self.get_or_create(domain).cool_off(until)
+
+    def holds(self, domain: str, identifier: str) -> bool:
+        """Is the identifier waiting in this domain's queue (so that domain's loop owns it)?"""
+        throttle = self._throttles.get(domain)
+        return throttle is not None and throttle.is_waiting(identifier)
 
     def enqueue_identifier(self, domain: str, identifier: str, tried_urls: Iterable[str],
                            now: float = 0.0) -> None:

@@ -485,3 +485,14 @@ async def test_handoff_survives_a_slot_freed_before_the_handoff() -> None:
     assert await sync_identifier(rt, "test") is False
     a = rt.throttles.get("a.example:443")
     assert a is not None and a.waiting_count == 1 and ctx.fetches == []
+
+
+async def test_main_path_leaves_an_identifier_to_the_domain_queue_holding_it() -> None:
+    """Once an identifier waits in a domain's queue, that domain's loop fetches it; the main
+    path must not fetch it from the same domain too (two slots of one window for one repo)."""
+    ctx = FakeContext()
+    ctx.add("test", [A1, B1], {"x"})
+    rt = runtime(ctx)
+    rt.throttles.enqueue_identifier("a.example:443", "test", set(), ctx.now())
+    assert await next_url(rt, "test", None, set()) == B1
+    assert await next_url(rt, "test", "a.example:443", set()) == A1
