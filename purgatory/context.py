@@ -90,7 +90,7 @@ class SyncContext(Protocol):
       calls per identifier, but a push may run it at the same time, so it must be safe to
       call concurrently and repeatedly.
 
-    All query methods are async so the implementation may read aiosqlite directly.
+    All query methods are async so the implementation may use the store's async reads.
     """
 
     def now(self) -> float: ...
