@@ -68,7 +68,7 @@ class Ingest:
 
     def _accept(self, event: Event, message: str) -> Outcome:
         self.relay.metrics.event_accepted(event.kind)
-        log.debug("event_accepted", event_id=event.id, kind=event.kind, note=message)
+        log.info("event_accepted", event_id=event.id, kind=event.kind, note=message)
         return Outcome(True, message)
 
     def _reject(self, event: Event, message: str) -> Outcome:

@@ -52,6 +52,8 @@ async def test_health_and_metrics_count_a_known_sequence(daemon, tmp_path: Path)
         released = [line for line in lines if line["event"] == "purgatory_released"]
         assert len(push_ids) == 1 and {line["request_id"] for line in released} == push_ids
         assert any(line["event"] == "event_rejected" and line.get("event_id") for line in lines)
+        accepted = [line for line in lines if line["event"] == "event_accepted"]
+        assert {line["kind"] for line in accepted} >= {30617, 30618, 1621}
     finally:
         await client.close()
 
