@@ -226,3 +226,19 @@ async def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(start_daemon
     b = await websockets.connect(trusting.ws_url, additional_headers={"X-Forwarded-For": "198.51.100.2"})
     await a.close()
     await b.close()
+
+
+async def test_total_connection_limit(start_daemon) -> None:
+    daemon = start_daemon(max_connections="2", max_connections_per_ip="50")
+    first = await Client.connect(daemon.ws_url)
+    second = await Client.connect(daemon.ws_url)
+    try:
+        try:
+            await websockets.connect(daemon.ws_url, open_timeout=5)
+            raise AssertionError("a third connection was accepted over the total limit")
+        except websockets.exceptions.InvalidStatus as exc:
+            assert exc.response.status_code == 429 and b"limit of 2 connections" in exc.response.body
+        assert daemon.get("/health")[0] == 200  # plain HTTP keeps being served
+    finally:
+        await first.close()
+        await second.close()
