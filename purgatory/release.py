@@ -14,6 +14,10 @@ from storage import nip34
 from storage.event import Event
 from storage.records import HeldEntry
 
+#: The OK message of an event held until its git data arrives (the policy and the purgatory
+#: both answer with it, so it has one home here, below both).
+PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
+
 #: Finds a repo (or the quarantine) that holds all of these objects, or None.
 Locate = Callable[[Iterable[str]], Path | None]
 #: The owners whose maintainer set contains this author (for one identifier).

@@ -26,7 +26,6 @@ from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)
 
-PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
 
 Broadcast = Callable[[Event], Awaitable[None]]
 Enqueue = Callable[[str, float], None]
@@ -100,7 +99,7 @@ class Purgatory:
         if self.enqueue_sync is not None:
             delay = self.settings.sync_user_delay_s if source == "client" else self.settings.sync_synced_delay_s
             self.enqueue_sync(identifier, delay)
-        return PURGATORY_MESSAGE
+        return release.PURGATORY_MESSAGE
 
     async def adopt_announcement(self, announcement: Event) -> None:
         """A served announcement (an update, or a maintainer's) has its repo, with data."""

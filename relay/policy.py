@@ -34,13 +34,13 @@ from typing import Callable, Literal, Protocol
 import structlog
 
 from config.settings import Settings
+from purgatory.release import PURGATORY_MESSAGE
 from storage import nip34
 from storage.event import Event, is_hex
 
 log = structlog.get_logger(__name__)
 
 Action = Literal["store", "purgatory", "reject"]
-PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
 
 
 class ReadView(Protocol):
