@@ -26,6 +26,7 @@ import structlog
 
 from config.settings import Settings
 from relay.cors import cors_headers
+from relay.http import respond
 from relay.git_body import BadBody, BodyTooLarge, ClientGone, body_chunks, capped, is_gzip
 from relay.metrics import DisabledMetrics, MetricsSink
 from relay.pktline import (
@@ -362,11 +363,14 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def _start(send: Send, status: int, content_type: str,
-                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-cache, max-age=0, must-revalidate"),
-               (b"pragma", b"no-cache"), (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT"),
-               *cors_headers(), *(extra or [])]
+#: git's own http-backend marks every answer uncacheable; proxies must not serve stale refs
+NO_CACHE = [(b"cache-control", b"no-cache, max-age=0, must-revalidate"), (b"pragma", b"no-cache"),
+            (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT")]
+
+
+async def _start(send: Send, status: int, content_type: str) -> None:
+    """Start a streamed answer (no length known yet)."""
+    headers = [(b"content-type", content_type.encode()), *NO_CACHE, *cors_headers()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
 
 
@@ -377,7 +381,4 @@ async def _end(send: Send) -> None:
 async def respond_text(send: Send, status: int, text: str,
                        extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """A complete plain-text answer (errors and 204s), CORS headers included."""
-    body = text.encode()
-    await _start(send, status, "text/plain; charset=utf-8",
-                 [(b"content-length", str(len(body)).encode()), *(extra or [])])
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, text.encode(), extra=[*NO_CACHE, *(extra or [])])
