@@ -175,13 +175,20 @@ async def test_expiry_while_upstream_stays_down(start_daemon, upstreams, tmp_pat
     client = await Client.connect(daemon.ws_url)
     try:
         ann, st = await publish_repo(client, daemon, "down", [up.url_for("down")], {"refs/heads/main": rev(work)})
+        repo = daemon.data_dir / "repos" / npub_of(ALICE) / "down.git"
+        quarantine = daemon.data_dir / "quarantine"
+
+        def cleaned() -> bool:
+            # the sweep discards the events first, then removes the repo and the quarantine
+            held = json.loads(daemon.get("/health")[2])["purgatory"]
+            return not held and not repo.exists() and not (quarantine.exists() and any(quarantine.iterdir()))
+
         deadline = time.monotonic() + 15
-        while json.loads(daemon.get("/health")[2])["purgatory"] and time.monotonic() < deadline:
+        while not cleaned() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert json.loads(daemon.get("/health")[2])["purgatory"] == {}
         assert await client.query({"ids": [ann.id, st.id]}) == []
-        assert not (daemon.data_dir / "repos" / npub_of(ALICE) / "down.git").exists()
-        quarantine = daemon.data_dir / "quarantine"
+        assert not repo.exists()
         assert not quarantine.exists() or not any(quarantine.iterdir())
         assert up.requests >= 1
     finally:
