@@ -187,7 +187,7 @@ class GitHttp:
         body = self._body(scope, receive, cap)
         cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
         rc = await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
-                             "application/x-git-upload-pack-result")
+                             "application/x-git-upload-pack-result", gone=lambda: _disconnected(receive))
         if rc == 0:
             await _end(send)
 
@@ -263,9 +263,14 @@ class GitHttp:
 
     # --- streaming a stateless RPC ------------------------------------------------------
     async def _rpc(self, send: Send, cmd: list[str], env: dict[str, str], prefix: bytes,
-                   body: AsyncIterator[bytes], content_type: str) -> int | None:
+                   body: AsyncIterator[bytes], content_type: str,
+                   gone: Callable[[], Awaitable[None]] | None = None) -> int | None:
         """Run git with the body streamed into stdin while stdout is streamed out; returns
         git's exit code, or None when the request was cut short (cap, bad body, client gone).
+
+        `gone`, once the body is in, resolves when the client hangs up: a clone abandoned
+        half way then stops git at once instead of packing the rest for nobody. Pushes pass
+        none, as a push whose pack has arrived is worth finishing.
 
         On exit 0 the response is left open for the caller to end, so a push's follow-up
         (releasing events, aligning refs) is done before `git push` returns to the user."""
@@ -278,6 +283,7 @@ class GitHttp:
         started = False
         sent = 0
         service = cmd[1]
+        watch: asyncio.Future[None] | None = None
         try:
             while True:
                 read = asyncio.ensure_future(proc.stdout.read(CHUNK))
@@ -286,6 +292,12 @@ class GitHttp:
                     if feeder.done() and feeder.exception() is not None:
                         read.cancel()
                         raise feeder.exception()  # type: ignore[misc]
+                if feeder.done() and gone is not None:
+                    watch = watch or asyncio.ensure_future(gone())
+                    await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
+                    if not read.done():
+                        read.cancel()
+                        raise ClientGone()
                 data = await read
                 if not data:
                     break
@@ -298,7 +310,7 @@ class GitHttp:
             received = await feeder
         except (BodyTooLarge, BadBody, ClientGone) as exc:
             self.metrics.git_operation(service, "cut", 0, sent)
-            await _stop(proc)
+            await _stop(proc, kill=gone is not None and isinstance(exc, ClientGone))
             log.warning("git_rpc_cut", cmd=cmd[1], error=type(exc).__name__, detail=str(exc))
             if not started and not isinstance(exc, ClientGone):
                 await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
@@ -307,6 +319,8 @@ class GitHttp:
             return None
         finally:
             feeder.cancel()
+            if watch is not None:
+                watch.cancel()
             await _stop(proc)
         stderr = await errors
         self.metrics.git_operation(service, "ok" if rc == 0 else "failed", received, sent)
@@ -349,10 +363,22 @@ async def _tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:
     return tail.decode(errors="replace")
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def _disconnected(receive: Receive) -> None:
+    """Resolves when the client hangs up. Called once the request body was read in full, so
+    the disconnect is the only message still to come."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _stop(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
     """Close git's stdin so a half-received pack fails cleanly (git removes its temporary
-    pack and updates no ref); kill only if it does not exit by itself soon."""
+    pack and updates no ref); kill only if it does not exit by itself soon, or at once when
+    asked (an abandoned upload-pack writes nothing that matters)."""
     if proc.returncode is not None:
+        return
+    if kill:
+        proc.kill()
+        await proc.wait()
         return
     if proc.stdin is not None and not proc.stdin.is_closing():
         proc.stdin.close()

@@ -4,12 +4,15 @@ client. Events first, then pushes; refused pushes; maintainers; PRs; expiry; cra
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import os
 import time
 from pathlib import Path
 
+from relay.pktline import FLUSH, encode
 from storage.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, announcement, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, BOB, CAROL, Client, announcement, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import commit, git, make_repo, push, remote_head, remote_refs, rev
 
 
@@ -286,3 +289,55 @@ async def test_unclaimed_pr_ref_is_removed_after_expiry(start_daemon, tmp_path: 
         assert f"refs/nostr/{nobody}" not in refs and refs[f"refs/nostr/{claimed.id}"] == tip
     finally:
         await client.close()
+
+
+def _processes_naming(fragment: str) -> list[int]:
+    """Pids whose command line mentions `fragment` (here: one test's repo path)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if fragment.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+async def test_clone_abandoned_half_way_stops_git(daemon, tmp_path: Path) -> None:
+    """A client that hangs up in the middle of a large pack: git upload-pack is stopped
+    (counted as cut) rather than left to pack the rest for nobody."""
+    work = make_repo(tmp_path / "work", commits=1)
+    (work / "big.bin").write_bytes(os.urandom(24 * 1024 * 1024))  # incompressible
+    git("add", "big.bin", cwd=work)
+    git("commit", "-q", "-m", "big", cwd=work)
+    tip = rev(work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "big", {"refs/heads/main": tip})
+    finally:
+        await client.close()
+    url = repo_url(daemon, ALICE, "big")
+    assert push(work, url, "main").returncode == 0
+    before = metric(daemon.get("/metrics")[2].decode(), "grasp_git_operations_total",
+                    service="upload-pack", outcome="cut")
+    body = encode(f"want {tip} side-band-64k ofs-delta\n") + FLUSH + encode("done\n")
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=20)
+    conn.request("POST", f"/{npub_of(ALICE)}/big.git/git-upload-pack", body=body,
+                 headers={"Content-Type": "application/x-git-upload-pack-request"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert len(response.read(64 * 1024)) == 64 * 1024
+    conn.close()  # hang up with megabytes still to come
+    repo_path = str(daemon.data_dir / "repos" / npub_of(ALICE) / "big.git")
+    deadline = time.monotonic() + 15
+    cut = before
+    while time.monotonic() < deadline:
+        cut = metric(daemon.get("/metrics")[2].decode(), "grasp_git_operations_total",
+                     service="upload-pack", outcome="cut")
+        if cut > before and not _processes_naming(repo_path):
+            break
+        await asyncio.sleep(0.1)
+    assert cut == before + 1
+    assert _processes_naming(repo_path) == []
+    assert remote_refs(url)["refs/heads/main"] == tip  # still serving
