@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         "NORMAL", description="SQLite synchronous mode; NORMAL survives kill -9, FULL also power loss"
     )
     store_read_threads: int = Field(2, ge=1, description="threads (connections) serving REQ queries")
+    store_view_cache_entries: int = Field(
+        4096, ge=0, description="identifiers whose announcements and states are kept in memory for the "
+        "acceptance policy and the purgatory (0: none)")
 
     # --- curation (GRASP-05 archive and operator lists) ---------------------------------
     archive_whitelist: StrList = Field(default_factory=list)

@@ -94,7 +94,7 @@ class EventStore:
         conn = await loop.run_in_executor(None, open_writer, path, settings.store_synchronous)
         writer = Writer(conn, settings.store_batch_max)
         readers = _Readers(path, settings.store_read_threads)
-        store = cls(path, writer, readers, StoreView(path))
+        store = cls(path, writer, readers, StoreView(path, settings.store_view_cache_entries))
         log.info("event store open", path=str(path), synchronous=settings.store_synchronous)
         return store
 
@@ -111,7 +111,10 @@ class EventStore:
         events are not stored (status "ephemeral"; the caller broadcasts them)."""
         if event.is_ephemeral:
             return SaveResult.of("ephemeral")
-        result: SaveResult = await self._writer.submit(write_ops.save_event, event)
+        try:
+            result: SaveResult = await self._writer.submit(write_ops.save_event, event)
+        finally:
+            self.view.forget_event(event)
         return result
 
     async def query_raw(self, filters: list[Filter], default_limit: int) -> list[str]:
@@ -136,20 +139,29 @@ class EventStore:
         self, event: Event, identifier: str, owner_hint: str | None, expires_at: float, source: str
     ) -> bool:
         """Put an event in purgatory (committed on return). False if it is already held."""
-        held: bool = await self._writer.submit(
-            write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
-        )
+        try:
+            held: bool = await self._writer.submit(
+                write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
+            )
+        finally:
+            self.view.forget_event(event)
         return held
 
     async def release(self, event_ids: list[str]) -> list[SaveResult]:
         """Move held events to the served store in one transaction, in the given order, with
         the save semantics; an id that is not held gets status "missing"."""
-        results: list[SaveResult] = await self._writer.submit(write_ops.release, list(event_ids))
+        try:
+            results: list[SaveResult] = await self._writer.submit(write_ops.release, list(event_ids))
+        finally:
+            self.view.forget_ids(event_ids)
         return results
 
     async def discard(self, event_ids: list[str], reason: str) -> None:
         """Drop held entries and remember their ids as expired (`is_expired`)."""
-        await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
+        try:
+            await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
+        finally:
+            self.view.forget_ids(event_ids)
 
     async def held(self, identifier: str | None = None) -> list[HeldEntry]:
         return await self._readers.run(held_reads.held_entries, identifier)

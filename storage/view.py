@@ -18,13 +18,20 @@ from storage.write_ops import parse_coordinate
 
 ANNOUNCEMENT_KIND = 30617
 STATE_KIND = 30618
+DELETION_KIND = 5
 _ID_TAGS = ("e", "E", "q")
 _COORD_TAGS = ("a", "A", "q")
 
 
 class StoreView:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache_entries: int = 4096) -> None:
         self._conn: sqlite3.Connection = open_reader(path, same_thread=True)
+        # Announcements and states by (kind, d): the purgatory asks for them several times
+        # per sync step and the policy once per EVENT, and every SQLite call on the event loop
+        # may wait out another thread's hold of the GIL. Kept exact by the store's writes
+        # (`forget*`, called on this same thread once each write is committed).
+        self._cache: dict[tuple[int, str], tuple[Event, ...]] = {}
+        self._cache_max = cache_entries
 
     def close(self) -> None:
         self._conn.close()
@@ -112,6 +119,17 @@ class StoreView:
         return self._conn.execute(sql, params).fetchone() is not None
 
     def _by_kind_d(self, kind: int, identifier: str) -> list[Event]:
+        key = (kind, identifier)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._read_kind_d(kind, identifier)
+            if self._cache_max:
+                if len(self._cache) >= self._cache_max:
+                    del self._cache[next(iter(self._cache))]  # the oldest entry
+                self._cache[key] = cached
+        return list(cached)
+
+    def _read_kind_d(self, kind: int, identifier: str) -> tuple[Event, ...]:
         # No ORDER BY in SQL: it would tempt the planner onto the (kind, created_at) index
         # and a walk over every announcement; the few rows are sorted here.
         events: dict[str, Event] = {}
@@ -120,4 +138,21 @@ class StoreView:
             found = sorted((stored_event(raw) for (raw,) in rows), key=lambda e: (-e.created_at, e.id))
             for event in found:
                 events.setdefault(event.id, event)
-        return list(events.values())
+        return tuple(events.values())
+
+    # --- keeping the cache exact ---------------------------------------------------------
+    def forget_event(self, event: Event) -> None:
+        """`event` was saved or held: its (kind, d) list changed. A deletion may remove any
+        announcement or state, so it empties the cache."""
+        if event.kind == DELETION_KIND:
+            self._cache.clear()
+        elif event.kind in (ANNOUNCEMENT_KIND, STATE_KIND):
+            self._cache.pop((event.kind, event.d_tag), None)
+
+    def forget_ids(self, event_ids: list[str]) -> None:
+        """These held events were released or discarded: drop the lists that hold them
+        (a release may also replace a served event of the same list)."""
+        ids = set(event_ids)
+        stale = [key for key, events in self._cache.items() if any(e.id in ids for e in events)]
+        for key in stale:
+            del self._cache[key]

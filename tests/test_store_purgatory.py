@@ -220,3 +220,42 @@ async def test_view_is_referenced(store: EventStore) -> None:
         other = f"{name}0".ljust(64, "0")
         await store.save(ev(7, name, [[name, other]]))
         assert view.is_referenced(other, None)
+
+
+async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path) -> None:
+    """The view keeps announcements and states in memory; after each kind of write its
+    answers must equal those of a view that reads SQLite every time."""
+    from storage.view import StoreView
+
+    fresh = StoreView(tmp_path / "events.sqlite3", cache_entries=0)
+
+    def agree() -> list[str]:
+        cached = [e.id for e in store.view.announcements_for("r")] + [e.id for e in store.view.states_for("r")]
+        assert cached == [e.id for e in fresh.announcements_for("r")] + [e.id for e in fresh.states_for("r")]
+        return cached
+
+    try:
+        assert agree() == []  # cached empty
+        a1, s1 = announcement("r"), state("r")
+        await store.hold(a1, "r", a1.pubkey, T0 + 100, "client")
+        await store.hold(s1, "r", a1.pubkey, T0 + 100, "client")
+        assert agree() == [a1.id, s1.id]
+        await store.release([a1.id, s1.id])
+        assert agree() == [a1.id, s1.id]
+        a2 = announcement("r", t=T0 + 5, content="newer")
+        await store.hold(a2, "r", a2.pubkey, T0 + 100, "client")
+        assert agree() == [a1.id, a2.id, s1.id]
+        await store.release([a2.id])  # replaces a1
+        assert agree() == [a2.id, s1.id]
+        b = announcement("r", sk=SK_B)
+        await store.hold(b, "r", b.pubkey, T0 + 100, "client")
+        assert agree() == [a2.id, b.id, s1.id]
+        await store.discard([b.id], "expired")
+        assert agree() == [a2.id, s1.id]
+        s2 = state("r", t=T0 + 9)
+        await store.save(s2)  # a served replacement, no purgatory
+        assert agree() == [a2.id, s2.id]
+        await store.save(ev(5, "", [["a", f"30617:{a2.pubkey}:r"]], T0 + 20))
+        assert agree() == [s2.id]
+    finally:
+        fresh.close()
