@@ -226,6 +226,19 @@ def test_env_example_names_real_settings_and_validates(monkeypatch: pytest.Monke
     assert settings_from(values, monkeypatch).domain == "git.example.org"
 
 
+def test_readme_settings_table_names_every_setting_and_only_real_ones() -> None:
+    """Operators read the README, not the model: a new setting must get its row."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Settings"):]
+    section = section[:section.index("\n## ", 1)]
+    named = set(re.findall(r"`(GRASP_[A-Z0-9_]+)`", section))
+    fields = {f"GRASP_{name.upper()}" for name in Settings.model_fields}
+    assert fields - named == set(), "settings missing from the README table"
+    assert named - fields == set(), "README names settings that do not exist"
+
+
 # --- reverse proxies --------------------------------------------------------------------------
 def test_caddyfile_streams_and_points_at_the_compose_relay() -> None:
     text = CADDYFILE.read_text()
