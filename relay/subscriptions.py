@@ -43,11 +43,12 @@ class Subscriptions:
 
     def broadcast(self, event: Event, raw_json: str | None = None) -> int:
         """Queue the event on every matching subscription; returns how many got it."""
-        raw = raw_json or event.to_json()
+        raw = raw_json
         sent = 0
         for conn, subs in list(self._by_conn.items()):
             for sub_id, filters in subs.items():
                 if any(f.matches(event) for f in filters):
+                    raw = raw or event.to_json()
                     conn.send_nowait(event_frame(sub_id, raw))
                     sent += 1
         return sent

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from coincurve import PublicKeyXOnly
 
-HEX = frozenset("0123456789abcdef")
+_HEX_RUN = re.compile(r"[0-9a-f]*")
 
 
 class EventError(ValueError):
@@ -21,7 +22,18 @@ class EventError(ValueError):
 
 
 def is_hex(value: object, length: int) -> bool:
-    return isinstance(value, str) and len(value) == length and HEX.issuperset(value)
+    """Lowercase hex of exactly `length` characters (NIP-01 ids, pubkeys, signatures)."""
+    return isinstance(value, str) and len(value) == length and _HEX_RUN.fullmatch(value) is not None
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@lru_cache(maxsize=8192)
+def _xonly(pubkey: str) -> PublicKeyXOnly:
+    """Parsing a public key costs a third of a signature check, and a relay hears from the
+    same authors again and again."""
+    return PublicKeyXOnly(bytes.fromhex(pubkey))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +45,9 @@ class Event:
     tags: tuple[tuple[str, ...], ...]
     content: str
     sig: str
+    # The wire JSON, built once from the pieces the id check serialises anyway and reused to
+    # store and broadcast the event; not part of the value.
+    _json: str | None = field(default=None, init=False, compare=False, repr=False, hash=False)
 
     # --- construction ---------------------------------------------------------------
     @classmethod
@@ -85,12 +100,20 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        if self._json is None:
+            self.computed_id()
+        assert self._json is not None
+        return self._json
 
     # --- NIP-01 checks ----------------------------------------------------------------
     def computed_id(self) -> str:
-        payload = [0, self.pubkey, self.created_at, self.kind, [list(t) for t in self.tags], self.content]
-        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        """The NIP-01 id of the content. The tags and content are serialised once, for the id
+        and the wire JSON both (pubkey, id and sig are plain hex, kind and created_at ints)."""
+        tags, content = _dumps(self.tags), _dumps(self.content)
+        head = f'"pubkey":"{self.pubkey}","created_at":{self.created_at},"kind":{self.kind},'
+        wire = f'{{"id":"{self.id}",{head}"tags":{tags},"content":{content},"sig":"{self.sig}"}}'
+        object.__setattr__(self, "_json", wire)
+        raw = f'[0,"{self.pubkey}",{self.created_at},{self.kind},{tags},{content}]'
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def verify(self) -> None:
@@ -98,9 +121,7 @@ class Event:
         if self.computed_id() != self.id:
             raise EventError("event id does not match its content")
         try:
-            ok = PublicKeyXOnly(bytes.fromhex(self.pubkey)).verify(
-                bytes.fromhex(self.sig), bytes.fromhex(self.id)
-            )
+            ok = _xonly(self.pubkey).verify(bytes.fromhex(self.sig), bytes.fromhex(self.id))
         except ValueError:
             ok = False
         if not ok:
@@ -156,7 +177,9 @@ def stored_event(raw: str) -> Event:
     """An event read back from our own store. It was checked when it came in and is immutable,
     and the purgatory reads the same few events again and again while it syncs a repo, so
     each stored text is parsed once."""
-    return Event.from_json(raw)
+    event = Event.from_json(raw)
+    object.__setattr__(event, "_json", raw)
+    return event
 
 
 def sign_event(secret_hex: str, kind: int, content: str, tags: list[list[str]], created_at: int) -> Event:

@@ -81,6 +81,9 @@ class StoreView:
         parsed = parse_coordinate(coordinate)
         if parsed is None:
             return False
+        kind, pubkey, d = parsed
+        if kind in (ANNOUNCEMENT_KIND, STATE_KIND):  # the common case: issues, PRs, patches
+            return any(e.pubkey == pubkey for e in self._by_kind_d(kind, d))
         return self._exists(
             "SELECT 1 FROM events WHERE kind=? AND pubkey=? AND d=?", parsed
         ) or self._exists("SELECT 1 FROM held WHERE kind=? AND pubkey=? AND d=?", parsed)

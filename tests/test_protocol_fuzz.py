@@ -40,3 +40,24 @@ def test_filters_parse_or_refuse_cleanly(raw: dict) -> None:
         return
     assert set(raw) <= {"ids", "authors", "kinds", "since", "until", "limit", "#e", "#p"}
     assert parsed.limit is None or 0 <= parsed.limit <= 100
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.text(max_size=12), min_size=1, max_size=4), max_size=5), st.text(max_size=40),
+       st.integers(0, 2**40), st.integers(0, 65535))
+def test_event_json_and_id_match_the_nip01_serialisation(tags: list, content: str, created_at: int,
+                                                         kind: int) -> None:
+    """The id and the wire JSON are built by hand from one serialisation of tags and content;
+    they must equal what the NIP-01 recipe gives through json.dumps, for any text."""
+    import hashlib
+
+    from storage.event import Event, sign_event
+
+    event = sign_event("03" * 32, kind, content, tags, created_at)
+    payload = [0, event.pubkey, created_at, kind, tags, content]
+    recipe = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    assert event.id == hashlib.sha256(recipe.encode()).hexdigest()
+    received = Event.from_json(json.dumps(event.to_dict()))
+    received.verify()
+    assert received.to_json() == json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(received.to_json()) == event.to_dict()
