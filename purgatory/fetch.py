@@ -35,6 +35,7 @@ import pygit2
 import structlog
 
 from purgatory.context import FetchKind, FetchOutcome
+from purgatory.quarantine import init_quarantine
 
 log = structlog.get_logger(__name__)
 
@@ -105,13 +106,9 @@ def _apply_socket_timeouts(timeout_s: float) -> None:
 
 def open_quarantine(dest: Path) -> pygit2.Repository:
     """Open the bare quarantine repo, creating it on first use."""
-    if (dest / "HEAD").is_file():
-        return pygit2.Repository(str(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    repo = pygit2.init_repository(str(dest), bare=True)
-    # Same as the purgatory's own creation: releases copy objects out of it by id, not by ref.
-    repo.config["uploadpack.allowAnySHA1InWant"] = True
-    return repo
+    if not (dest / "HEAD").is_file():
+        init_quarantine(dest)
+    return pygit2.Repository(str(dest))
 
 
 def _bad_oids(repo: pygit2.Repository, oids: Iterable[str]) -> dict[str, str]:

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import quote
 
-import pygit2
 import structlog
 
 from config import Settings
-from purgatory import release
+from purgatory import quarantine, release
 from storage import nip34
 from storage.event import Event
 from storage.repos import RepoStore
@@ -60,9 +59,11 @@ class Purgatory:
         return self.settings.data_dir / "quarantine" / f"{quote(identifier, safe='')}.git"
 
     async def ensure_quarantine(self, identifier: str) -> Path:
+        """The quarantine, created if needed and linked to the identifier's served repos
+        (afresh each time: a fetch negotiates with what is served now)."""
         path = self.quarantine_path(identifier)
-        if not (path / "HEAD").is_file():
-            await asyncio.to_thread(_init_quarantine, path)
+        served = [p for p in self.sources(identifier) if p != path]
+        await asyncio.to_thread(_prepare_quarantine, path, served)
         return path
 
     # --- intake ---------------------------------------------------------------------------
@@ -300,9 +301,9 @@ class Purgatory:
             for owner in anns.owners
             if self.repos.exists(owner, identifier)
         ]
-        quarantine = self.quarantine_path(identifier)
-        if (quarantine / "HEAD").is_file():
-            paths.append(quarantine)
+        waiting = self.quarantine_path(identifier)
+        if (waiting / "HEAD").is_file():
+            paths.append(waiting)
         return paths
 
     def first_holding(self, paths: list[Path], oids: Iterable[str]) -> Path | None:
@@ -351,11 +352,10 @@ class Announcements:
         return self._first.get(pubkey)
 
 
-def _init_quarantine(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repo = pygit2.init_repository(str(path), bare=True)
-    # never served; local copies out of it ask for objects no ref reaches, by id
-    repo.config["uploadpack.allowAnySHA1InWant"] = True
+def _prepare_quarantine(path: Path, served: list[Path]) -> None:
+    if not (path / "HEAD").is_file():
+        quarantine.init_quarantine(path)
+    quarantine.link_served(path, served)
 
 
 def _newer(a: Event, b: Event) -> bool:

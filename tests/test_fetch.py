@@ -273,3 +273,27 @@ async def test_localhost_upstream_is_another_domain(tmp_path: Path, upstream: Up
 
         assert outcome.ok, outcome
         assert other.fetches == 1 and upstream.fetches == 0
+
+
+def test_quarantine_links_follow_the_served_repos(tmp_path: Path, work: Path) -> None:
+    """Each link replaces the last: a served repo that is gone leaves no alternate and no
+    mirrored tip behind, and the quarantine reads the served objects through the link."""
+    from purgatory.quarantine import SERVED_NAMESPACE, init_quarantine, link_served
+
+    one, two = tmp_path / "one.git", tmp_path / "two.git"
+    git("clone", "-q", "--bare", str(work), str(one))
+    git("init", "-q", "--bare", str(two))
+    git("push", "-q", str(two), "side:refs/heads/other", cwd=work)
+    quarantine = tmp_path / "q.git"
+    init_quarantine(quarantine)
+    assert link_served(quarantine, [one, two]) == 3  # main and side, then other
+    repo = pygit2.Repository(str(quarantine))
+    assert rev(work) in repo and rev(work, "side") in repo
+    assert len((quarantine / "objects/info/alternates").read_text().splitlines()) == 2
+    assert link_served(quarantine, [one, tmp_path / "gone.git"]) == 2
+    mirrored = [r for r in pygit2.Repository(str(quarantine)).references if r.startswith(SERVED_NAMESPACE)]
+    assert len(mirrored) == 2 and not any(r.endswith("/heads/other") for r in mirrored)
+    assert (quarantine / "objects/info/alternates").read_text() == f"{(one / 'objects').resolve()}\n"
+    assert link_served(quarantine, []) == 0
+    assert not (quarantine / "objects/info/alternates").exists()
+    assert rev(work) not in pygit2.Repository(str(quarantine))

@@ -304,3 +304,34 @@ async def test_private_addresses_are_not_fetched_by_default(start_daemon, upstre
         assert await client.query({"ids": [st.id]}) == []
     finally:
         await client.close()
+
+
+async def test_later_state_fetches_only_what_the_relay_lacks(start_daemon, upstreams, tmp_path: Path) -> None:
+    """A new state of a repo the relay already serves: the fetch tells the upstream what is
+    served here, so the large history is not sent again, only the new commit."""
+    import os
+
+    daemon = start_daemon(**FAST_SYNC)
+    up = upstreams[0]
+    work = make_repo(tmp_path / "w", commits=1)
+    (work / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    git("add", "big.bin", cwd=work)
+    git("commit", "-q", "-m", "big", cwd=work)
+    bare = up.make_repo("hist", work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann, st = await publish_repo(client, daemon, "hist", [up.url_for("hist")], {"refs/heads/main": rev(work)})
+        await wait_served(client, [ann.id, st.id])
+        first = up.bytes_sent
+        assert first > 3 * 1024 * 1024  # the whole history, once
+        tip = commit(work, "small.txt")
+        git("push", "-q", str(bare), "main", cwd=work)
+        up.reset_counters()
+        st2 = state(ALICE, "hist", {"refs/heads/main": tip}, created_at=st.created_at + 1)
+        ok, msg = await client.publish(st2)
+        assert ok and msg.startswith("purgatory:"), msg
+        await wait_served(client, [st2.id])
+        assert remote_refs(f"{daemon.http_url}/{npub_of(ALICE)}/hist.git")["refs/heads/main"] == tip
+        assert 0 < up.bytes_sent < 256 * 1024, up.bytes_sent
+    finally:
+        await client.close()

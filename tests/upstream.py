@@ -68,6 +68,7 @@ class Upstream:
         self._requests = 0
         self._current = 0
         self._peak = 0
+        self._bytes_sent = 0
         self.request_starts: list[float] = []
         self.fetch_starts: list[float] = []
         self.paths: list[str] = []
@@ -189,6 +190,12 @@ class Upstream:
             return self._peak
 
     @property
+    def bytes_sent(self) -> int:
+        """Response body bytes git http-backend produced (packs, mostly)."""
+        with self._lock:
+            return self._bytes_sent
+
+    @property
     def fetches(self) -> int:
         with self._lock:
             return len(self.fetch_starts)
@@ -209,6 +216,7 @@ class Upstream:
         with self._lock:
             self._requests = 0
             self._peak = self._current
+            self._bytes_sent = 0
             self.request_starts.clear()
             self.fetch_starts.clear()
             self.paths.clear()
@@ -325,6 +333,8 @@ class Upstream:
             req.end_headers()
             while chunk := proc.stdout.read1(_CHUNK):
                 _write_chunk(req, chunk)
+                with self._lock:
+                    self._bytes_sent += len(chunk)
             _write_chunk(req, b"")
         finally:
             feeder.join(timeout=5)
