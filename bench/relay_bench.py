@@ -281,8 +281,11 @@ async def bench_relay(relay: RelayProcess, work: Workload, args: argparse.Namesp
     by_coord = [{"#a": [rng.choice(work.query_coords)], "limit": 500} for _ in range(args.queries)]
     by_author = [{"authors": [rng.choice(work.query_authors)], "kinds": [ISSUE_KIND], "limit": 500}
                  for _ in range(args.queries)]
+    # the same coordinates with a small limit: the index lookup without 500 frames to send
+    by_coord_small = [{**flt, "limit": 10} for flt in by_coord]
     queries = {"#a": await run_queries(relay.url, by_coord),
-               "authors+kinds": await run_queries(relay.url, by_author)}
+               "authors+kinds": await run_queries(relay.url, by_author),
+               "#a limit 10": await run_queries(relay.url, by_coord_small)}
     return RelayReport(relay.name, ingest, load, queries)
 
 
@@ -325,7 +328,7 @@ def print_table(reports: list[RelayReport]) -> None:
     print(header)
     print("-" * len(header))
     for metric in metrics:
-        line = f"{metric:<28}" + "".join(f"{table[n][metric]:>14.1f}" for n in names)
+        line = f"{metric:<28}" + "".join(f"{table[n][metric]:>14.2f}" for n in names)
         if both and "events/query" not in metric:
             peer, ours = table[names[0]][metric], table[names[1]][metric]
             higher_is_better = metric.endswith("/s")
