@@ -275,17 +275,19 @@ async def _send_all(client: Client, events: list[Any]) -> None:
         await client.ws.send(json.dumps(["EVENT", event.to_dict()]))
 
 
-def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+def start_py_spy(pid: int, out: Path, gil_only: bool = False) -> subprocess.Popen[bytes]:
     """Sample the relay (all threads, native frames off) into collapsed stacks at `out`."""
     exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
-    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--format", "raw",
+    extra = ["--gil"] if gil_only else []  # only samples of the thread holding the GIL
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--format", "raw", *extra,
                              "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # let it attach before the clock starts
     return proc
 
 
 async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeout_s: float,
-                  probe_interval_s: float, profile: Path | None = None) -> Result:
+                  probe_interval_s: float, profile: Path | None = None, upstream_nice: int = 0,
+                  py_spy_gil: bool = False) -> Result:
     result = Result(expected=len(ids))
     listener = await Client.connect(daemon.ws_url)
     await listener.send(["REQ", "live", {"kinds": [30617, 30618], "authors": [pubkey_of(ALICE)]}])
@@ -293,6 +295,13 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
         raise RuntimeError("live subscription did not start")
     pid = daemon.proc.pid  # type: ignore[union-attr]
     probe = LatencyProbe(daemon.ws_url, interval_s=probe_interval_s).start()
+    if upstream_nice:
+        # diagnostic: from here on this process (the upstream servers' threads and the git
+        # processes they spawn, the publisher) runs at a lower CPU priority than the relay
+        # and the probe, which were started before; it tells how much of the REQ tail is
+        # the upstreams competing for the same cores
+        for tid in os.listdir("/proc/self/task"):  # Linux niceness is per thread
+            os.setpriority(os.PRIO_PROCESS, int(tid), upstream_nice)
     await asyncio.sleep(1.0)  # a quiet baseline before the storm
     stop_rss = asyncio.Event()
 
@@ -305,7 +314,7 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
                 pass
 
     rss_task = asyncio.create_task(sample_rss())
-    profiler = start_py_spy(pid, profile) if profile else None
+    profiler = start_py_spy(pid, profile, py_spy_gil) if profile else None
     result.started_mono = time.monotonic()
     started = time.perf_counter()
     marks: list[float] = []
@@ -383,7 +392,8 @@ def run(args: argparse.Namespace) -> Result:
             asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "probe-seed")]))
             asyncio.run(publish_all(daemon.ws_url, seed))
             result = asyncio.run(measure(daemon, [anns, states], {e.id for e in anns + states}, args.timeout,
-                                         args.probe_interval_ms / 1000, args.py_spy))
+                                         args.probe_interval_ms / 1000, args.py_spy, args.upstream_nice,
+                                         args.py_spy_gil))
             result.fetch_s = fetch_s
             result.bound_s = plan.bound_s(fetch_s)
             for u, up in enumerate(ups):
@@ -460,6 +470,11 @@ def main() -> None:
     parser.add_argument("--log-level", default="warning", help="the relay's GRASP_LOG_LEVEL")
     parser.add_argument("--keep-log", type=Path, help="copy the relay's log here at the end")
     parser.add_argument("--py-spy", type=Path, help="profile the relay during the run (collapsed stacks here)")
+    parser.add_argument("--py-spy-gil", action="store_true",
+                        help="with --py-spy: sample only the thread holding the GIL (who blocks the loop)")
+    parser.add_argument("--upstream-nice", type=int, default=0, metavar="N",
+                        help="diagnostic: run the upstream servers (and their git processes) at nice N once "
+                             "the relay and the latency probe have started")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"git {subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.split()[-1]}, "

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
         "NORMAL", description="SQLite synchronous mode; NORMAL survives kill -9, FULL also power loss"
     )
     store_read_threads: int = Field(2, ge=1, description="threads (connections) serving REQ queries")
+    store_background_read_threads: int = Field(
+        1, ge=1, description="threads (connections) for the purgatory's reads, apart from clients' REQs")
     store_view_cache_entries: int = Field(
         4096, ge=0, description="identifiers whose announcements and states are kept in memory for the "
         "acceptance policy and the purgatory (0: none)")

@@ -45,12 +45,12 @@ T = TypeVar("T")
 class _Readers:
     """A thread pool whose threads each own one read-only connection."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, name: str = "store-reader") -> None:
         self._path = path
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store-reader")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -80,10 +80,14 @@ def _fetch_column(conn: sqlite3.Connection, sql: str, params: list[object]) -> l
 
 
 class EventStore:
-    def __init__(self, path: Path, writer: Writer, readers: _Readers, view: StoreView) -> None:
+    def __init__(self, path: Path, writer: Writer, readers: _Readers, view: StoreView,
+                 background: _Readers | None = None) -> None:
         self.path = path
         self._writer = writer
         self._readers = readers
+        # The purgatory's reads (held entries, several per sync step) have their own lane:
+        # when a throttle window opens, hundreds of them must not queue ahead of clients' REQs.
+        self._background = background or readers
         self.view: StoreView = view
         """Synchronous read-only lookups (served and held) for code on the event loop."""
 
@@ -94,7 +98,8 @@ class EventStore:
         conn = await loop.run_in_executor(None, open_writer, path, settings.store_synchronous)
         writer = Writer(conn, settings.store_batch_max)
         readers = _Readers(path, settings.store_read_threads)
-        store = cls(path, writer, readers, StoreView(path, settings.store_view_cache_entries))
+        background = _Readers(path, settings.store_background_read_threads, "store-bg-reader")
+        store = cls(path, writer, readers, StoreView(path, settings.store_view_cache_entries), background)
         log.info("event store open", path=str(path), synchronous=settings.store_synchronous)
         return store
 
@@ -102,6 +107,8 @@ class EventStore:
         """Commit everything queued, then close the writer, the readers and the view."""
         await self._writer.close()
         self._readers.close()
+        if self._background is not self._readers:
+            self._background.close()
         self.view.close()
         log.info("event store closed", path=str(self.path))
 
@@ -164,29 +171,29 @@ class EventStore:
             self.view.forget_ids(event_ids)
 
     async def held(self, identifier: str | None = None) -> list[HeldEntry]:
-        return await self._readers.run(held_reads.held_entries, identifier)
+        return await self._background.run(held_reads.held_entries, identifier)
 
     async def held_identifiers(self) -> list[str]:
-        return await self._readers.run(held_reads.held_identifiers)
+        return await self._background.run(held_reads.held_identifiers)
 
     async def is_expired(self, event_id: str) -> bool:
-        return await self._readers.run(held_reads.is_expired, event_id)
+        return await self._background.run(held_reads.is_expired, event_id)
 
     async def expired_due(self, now: float) -> list[HeldEntry]:
-        return await self._readers.run(held_reads.expired_due, now)
+        return await self._background.run(held_reads.expired_due, now)
 
     async def held_counts(self) -> dict[int, int]:
-        return await self._readers.run(held_reads.held_counts)
+        return await self._background.run(held_reads.held_counts)
 
     async def add_placeholder(self, event_id: str, repo: str, tip: str, expires_at: float) -> None:
         """A PR ref pushed before its event: removed at `expires_at` unless the event comes."""
         await self._writer.submit(write_ops.add_placeholder, event_id, repo, tip, expires_at)
 
     async def placeholders_due(self, now: float) -> list[tuple[str, str, str]]:
-        return await self._readers.run(held_reads.placeholders_due, now)
+        return await self._background.run(held_reads.placeholders_due, now)
 
     async def placeholder(self, event_id: str) -> tuple[str, str] | None:
-        return await self._readers.run(held_reads.placeholder, event_id)
+        return await self._background.run(held_reads.placeholder, event_id)
 
     async def remove_placeholder(self, event_id: str) -> None:
         await self._writer.submit(write_ops.remove_placeholder, event_id)
