@@ -122,6 +122,7 @@ class EventStore:
             result: SaveResult = await self._writer.submit(write_ops.save_event, event)
         finally:
             self.view.forget_event(event)
+        self.view.forget_ids(result.removed_ids + result.removed_held)
         return result
 
     async def query_raw(self, filters: list[Filter], default_limit: int) -> list[str]:
@@ -152,6 +153,7 @@ class EventStore:
             )
         finally:
             self.view.forget_event(event)
+            self.view.forget_held(identifier)
         return held
 
     async def release(self, event_ids: list[str]) -> list[SaveResult]:
@@ -171,6 +173,9 @@ class EventStore:
             self.view.forget_ids(event_ids)
 
     async def held(self, identifier: str | None = None) -> list[HeldEntry]:
+        """Purgatory entries (of one identifier: from the view's cache, no thread hop)."""
+        if identifier is not None:
+            return self.view.held_for(identifier)
         return await self._background.run(held_reads.held_entries, identifier)
 
     async def held_identifiers(self) -> list[str]:

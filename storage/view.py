@@ -14,6 +14,7 @@ from storage import held as held_reads
 from storage.event import Event, stored_event
 from storage.records import HeldEntry
 from storage.schema import open_reader
+from storage.view_cache import IdIndexedCache
 from storage.write_ops import parse_coordinate
 
 ANNOUNCEMENT_KIND = 30617
@@ -26,12 +27,13 @@ _COORD_TAGS = ("a", "A", "q")
 class StoreView:
     def __init__(self, path: Path, cache_entries: int = 4096) -> None:
         self._conn: sqlite3.Connection = open_reader(path, same_thread=True)
-        # Announcements and states by (kind, d): the purgatory asks for them several times
-        # per sync step and the policy once per EVENT, and every SQLite call on the event loop
-        # may wait out another thread's hold of the GIL. Kept exact by the store's writes
-        # (`forget*`, called on this same thread once each write is committed).
-        self._cache: dict[tuple[int, str], tuple[Event, ...]] = {}
-        self._cache_max = cache_entries
+        # Announcements and states by (kind, d), and purgatory entries by identifier: the
+        # purgatory asks for them several times per sync step and the policy once per EVENT,
+        # and every SQLite call or thread hop on the event loop may wait out another thread's
+        # hold of the GIL. Kept exact by the store's writes (`forget*`, called on this same
+        # thread once each write is committed).
+        self._cache: IdIndexedCache[tuple[int, str], Event] = IdIndexedCache(cache_entries)
+        self._held: IdIndexedCache[str, HeldEntry] = IdIndexedCache(cache_entries)
 
     def close(self) -> None:
         self._conn.close()
@@ -100,6 +102,14 @@ class StoreView:
         return False
 
     # --- purgatory bookkeeping -----------------------------------------------------------
+    def held_for(self, identifier: str) -> list[HeldEntry]:
+        """Purgatory entries of one identifier, oldest received first."""
+        cached = self._held.get(identifier)
+        if cached is None:
+            cached = tuple(held_reads.held_entries(self._conn, identifier))
+            self._held.put(identifier, cached, (entry.event.id for entry in cached))
+        return list(cached)
+
     def held_entry(self, event_id: str) -> HeldEntry | None:
         return held_reads.held_entry(self._conn, event_id)
 
@@ -126,10 +136,7 @@ class StoreView:
         cached = self._cache.get(key)
         if cached is None:
             cached = self._read_kind_d(kind, identifier)
-            if self._cache_max:
-                if len(self._cache) >= self._cache_max:
-                    del self._cache[next(iter(self._cache))]  # the oldest entry
-                self._cache[key] = cached
+            self._cache.put(key, cached, (event.id for event in cached))
         return list(cached)
 
     def _read_kind_d(self, kind: int, identifier: str) -> tuple[Event, ...]:
@@ -146,16 +153,19 @@ class StoreView:
     # --- keeping the cache exact ---------------------------------------------------------
     def forget_event(self, event: Event) -> None:
         """`event` was saved or held: its (kind, d) list changed. A deletion may remove any
-        announcement or state, so it empties the cache."""
+        announcement, state or purgatory entry, so it empties both caches."""
         if event.kind == DELETION_KIND:
             self._cache.clear()
+            self._held.clear()
         elif event.kind in (ANNOUNCEMENT_KIND, STATE_KIND):
-            self._cache.pop((event.kind, event.d_tag), None)
+            self._cache.forget((event.kind, event.d_tag))
+
+    def forget_held(self, identifier: str) -> None:
+        """An entry was held for this identifier."""
+        self._held.forget(identifier)
 
     def forget_ids(self, event_ids: list[str]) -> None:
-        """These held events were released or discarded: drop the lists that hold them
-        (a release may also replace a served event of the same list)."""
-        ids = set(event_ids)
-        stale = [key for key, events in self._cache.items() if any(e.id in ids for e in events)]
-        for key in stale:
-            del self._cache[key]
+        """These events were released, discarded or replaced: drop every cached read that
+        holds them (a release may also replace a served event of the same list)."""
+        self._cache.forget_ids(event_ids)
+        self._held.forget_ids(event_ids)

@@ -232,6 +232,7 @@ async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path)
     def agree() -> list[str]:
         cached = [e.id for e in store.view.announcements_for("r")] + [e.id for e in store.view.states_for("r")]
         assert cached == [e.id for e in fresh.announcements_for("r")] + [e.id for e in fresh.states_for("r")]
+        assert store.view.held_for("r") == fresh.held_for("r")
         return cached
 
     try:
@@ -255,7 +256,12 @@ async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path)
         s2 = state("r", t=T0 + 9)
         await store.save(s2)  # a served replacement, no purgatory
         assert agree() == [a2.id, s2.id]
-        await store.save(ev(5, "", [["a", f"30617:{a2.pubkey}:r"]], T0 + 20))
+        s3 = state("r", t=T0 + 30)
+        await store.hold(s3, "r", a2.pubkey, T0 + 100, "client")
+        assert agree() == [a2.id, s2.id, s3.id]  # served first, then held
+        assert [h.event.id for h in await store.held("r")] == [s3.id]
+        await store.save(ev(5, "", [["a", f"30617:{a2.pubkey}:r"], ["e", s3.id]], T0 + 40))
         assert agree() == [s2.id]
+        assert await store.held("r") == []
     finally:
         fresh.close()
