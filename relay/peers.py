@@ -12,11 +12,12 @@ import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 import websockets
 
-from purgatory.outbound import outbound_refusal
+from purgatory.outbound import check_outbound
 from relay.protocol import check_limits
 from storage import nip34
 from storage.event import Event, EventError
@@ -127,11 +128,12 @@ class PeerSync:
             await asyncio.sleep(self.settings.peer_backoff_s)
 
     async def _session(self, url: str, plan: PeerPlan) -> None:
-        refusal = await outbound_refusal(url, self.settings.outbound_allow_private)
-        if refusal is not None:
-            raise ConnectionRefusedError(f"not following {url}: {refusal}")
+        check = await check_outbound(url, self.settings.outbound_allow_private)
+        if check.refusal is not None:
+            raise ConnectionRefusedError(f"not following {url}: {check.refusal}")
         async with websockets.connect(url, open_timeout=self.settings.peer_connect_timeout_s,
-                                      max_size=self.settings.max_message_bytes) as ws:
+                                      max_size=self.settings.max_message_bytes,
+                                      **_pinned(url, check.addresses)) as ws:
             await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters()]))
             log.info("peer_subscribed", peer=url, repos=len(plan.coordinates))
             async for message in ws:
@@ -153,3 +155,13 @@ class PeerSync:
             return
         outcome = await self.relay.ingest.publish(event, source="synced")
         log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
+
+
+def _pinned(url: str, addresses: tuple[str, ...]) -> dict[str, Any]:
+    """Connect to the address the outbound check approved; the URL still gives the Host
+    header and the TLS server name. Without addresses, websockets resolves the name itself."""
+    if not addresses:
+        return {}
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return {"host": addresses[0], "port": port, "proxy": None}
