@@ -96,10 +96,11 @@ class EventStore:
         """Open (creating directory and schema if needed) the database at `path`."""
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(None, open_writer, path, settings.store_synchronous)
-        writer = Writer(conn, settings.store_batch_max)
+        view = StoreView(path, settings.store_view_cache_entries)
+        writer = Writer(conn, settings.store_batch_max, on_commit=_forgetter(view))
         readers = _Readers(path, settings.store_read_threads)
         background = _Readers(path, settings.store_background_read_threads, "store-bg-reader")
-        store = cls(path, writer, readers, StoreView(path, settings.store_view_cache_entries), background)
+        store = cls(path, writer, readers, view, background)
         log.info("event store open", path=str(path), synchronous=settings.store_synchronous)
         return store
 
@@ -118,11 +119,7 @@ class EventStore:
         events are not stored (status "ephemeral"; the caller broadcasts them)."""
         if event.is_ephemeral:
             return SaveResult.of("ephemeral")
-        try:
-            result: SaveResult = await self._writer.submit(write_ops.save_event, event)
-        finally:
-            self.view.forget_event(event)
-        self.view.forget_ids(result.removed_ids + result.removed_held)
+        result: SaveResult = await self._writer.submit(write_ops.save_event, event)
         return result
 
     async def query_raw(self, filters: list[Filter], default_limit: int) -> list[str]:
@@ -147,30 +144,20 @@ class EventStore:
         self, event: Event, identifier: str, owner_hint: str | None, expires_at: float, source: str
     ) -> bool:
         """Put an event in purgatory (committed on return). False if it is already held."""
-        try:
-            held: bool = await self._writer.submit(
-                write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
-            )
-        finally:
-            self.view.forget_event(event)
-            self.view.forget_held(identifier)
+        held: bool = await self._writer.submit(
+            write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
+        )
         return held
 
     async def release(self, event_ids: list[str]) -> list[SaveResult]:
         """Move held events to the served store in one transaction, in the given order, with
         the save semantics; an id that is not held gets status "missing"."""
-        try:
-            results: list[SaveResult] = await self._writer.submit(write_ops.release, list(event_ids))
-        finally:
-            self.view.forget_ids(event_ids)
+        results: list[SaveResult] = await self._writer.submit(write_ops.release, list(event_ids))
         return results
 
     async def discard(self, event_ids: list[str], reason: str) -> None:
         """Drop held entries and remember their ids as expired (`is_expired`)."""
-        try:
-            await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
-        finally:
-            self.view.forget_ids(event_ids)
+        await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
 
     async def held(self, identifier: str | None = None) -> list[HeldEntry]:
         """Purgatory entries (of one identifier: from the view's cache, no thread hop)."""
@@ -209,3 +196,22 @@ class EventStore:
         """(transactions committed or failed, writes in them), for metrics and benches."""
         return self._writer.batches, self._writer.writes
 
+
+def _forgetter(view: StoreView) -> Callable[[Any, tuple[Any, ...], bool, Any], None]:
+    """What each kind of write makes the view forget; run by the writer after the commit and
+    before any caller resumes. A failed write forgets too: forgetting is always safe."""
+
+    def forget(fn: Any, args: tuple[Any, ...], ok: bool, value: Any) -> None:
+        if fn is write_ops.save_event:
+            view.forget_event(args[0])
+            if ok:
+                view.forget_ids(value.removed_ids + value.removed_held)
+        elif fn is write_ops.hold:
+            view.forget_event(args[0])
+            view.forget_held(args[1])
+        elif fn in (write_ops.release, write_ops.discard):
+            view.forget_ids(args[0])
+            for result in value if ok and fn is write_ops.release else ():
+                view.forget_ids(result.removed_ids + result.removed_held)
+
+    return forget

@@ -27,6 +27,9 @@ from storage.records import StoreClosed, StoreError
 log = structlog.get_logger(__name__)
 
 WriteFn = Callable[..., Any]
+#: told of every write of a batch (fn, args, ok, value) once it is committed or failed, before
+#: any caller resumes: caches of what was read can then never be seen stale after a write
+OnCommit = Callable[[WriteFn, tuple[Any, ...], bool, Any], None]
 
 
 @dataclass(slots=True)
@@ -73,8 +76,9 @@ def _transaction(conn: sqlite3.Connection, calls: list[tuple[WriteFn, tuple[Any,
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, batch_max: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, batch_max: int, on_commit: OnCommit | None = None) -> None:
         self._conn = conn
+        self._on_commit = on_commit
         self._batch_max = batch_max
         self._pending: deque[_Op] = deque()
         self._wake = asyncio.Event()
@@ -118,7 +122,17 @@ class Writer:
                 outcomes = [_Outcome(False, exc)] * len(batch)
             self.batches += 1
             self.writes += len(batch)
+            self._tell(batch, outcomes)
             self._resolve(batch, outcomes)
+
+    def _tell(self, batch: list[_Op], outcomes: list[_Outcome]) -> None:
+        if self._on_commit is None:
+            return
+        for op, outcome in zip(batch, outcomes, strict=True):
+            try:
+                self._on_commit(op.fn, op.args, outcome.ok, outcome.value)
+            except Exception:  # a hook must never keep callers from their answer
+                log.exception("store on_commit hook failed", fn=getattr(op.fn, "__name__", "?"))
 
     @staticmethod
     def _resolve(batch: list[_Op], outcomes: list[_Outcome]) -> None:
