@@ -30,18 +30,33 @@ def link_served(quarantine: Path, served: list[Path]) -> int:
     objects = [str((repo / "objects").resolve()) for repo in served if (repo / "objects").is_dir()]
     _write_alternates(quarantine, objects)
     repo = pygit2.Repository(str(quarantine))
+    wanted = _mirror_names(served)
+    # only what changed is written: a repo with thousands of tags must not cost thousands of
+    # ref writes per fetch
     for name in [r for r in repo.references if r.startswith(SERVED_NAMESPACE)]:
-        repo.references.delete(name)
-    mirrored = 0
+        ref = repo.references[name]
+        if wanted.get(name) == ref.target:
+            del wanted[name]
+        else:
+            ref.delete()
+    mirrored = sum(1 for r in repo.references if r.startswith(SERVED_NAMESPACE))
+    for name, target in wanted.items():
+        try:
+            repo.references.create(name, target, force=True)
+            mirrored += 1
+        except (KeyError, ValueError, pygit2.GitError):
+            continue  # a ref moved under us; one tip fewer to negotiate with
+    return mirrored
+
+
+def _mirror_names(served: list[Path]) -> dict[str, pygit2.Oid]:
+    """refs/served/<repo tag>/heads/... and .../tags/... for every served tip."""
+    wanted: dict[str, pygit2.Oid] = {}
     for source in served:
         tag = hashlib.sha256(str(source).encode()).hexdigest()[:12]
         for name, target in _tips(source).items():
-            try:
-                repo.references.create(f"{SERVED_NAMESPACE}{tag}/{name[5:]}", target, force=True)
-                mirrored += 1
-            except (KeyError, ValueError, pygit2.GitError):
-                continue  # a ref moved under us; one tip fewer to negotiate with
-    return mirrored
+            wanted[f"{SERVED_NAMESPACE}{tag}/{name[5:]}"] = target
+    return wanted
 
 
 def _tips(path: Path) -> dict[str, pygit2.Oid]:
