@@ -252,7 +252,10 @@ class RepoStore:
         cmd = [
             self.git_binary, "-C", str(dst_path),
             "-c", "protocol.version=2",
-            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc",
+            # git's own housekeeping (gc --auto, in the background) runs after the copy as it
+            # does after a push: a repo only ever updated by sync would otherwise gather a
+            # pack per release, and every clone would search them all
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
             str(src_path), *needed,
         ]
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}

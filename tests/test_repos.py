@@ -121,3 +121,27 @@ async def test_copy_objects_between_repos(store: RepoStore, owner: tuple[str, st
     assert fsck.returncode == 0, fsck.stderr
     with pytest.raises(RepoError):
         store.copy_objects(src, dst, ["d" * 40])
+
+
+async def test_copies_get_gits_housekeeping(store: RepoStore, owner: tuple[str, str]) -> None:
+    """Each copy adds a pack; past gc.autoPackLimit, git's own gc --auto consolidates them
+    (as after a push), so a repo updated only by sync does not pile up packs."""
+    import asyncio
+    import time
+
+    src = store.ensure(owner[0], "busy")
+    dst = store.ensure(Keys.generate().public_key().to_hex(), "busy")
+    pygit2.Repository(str(dst)).config["gc.autoPackLimit"] = 3
+    ids = commit_chain(src, 6)
+    store.set_ref(src, "refs/heads/main", ids[-1])
+    packs = lambda: len(list((dst / "objects" / "pack").glob("*.pack")))  # noqa: E731
+    most = 0
+    for oid in ids:
+        await store.copy_objects_async(src, dst, [oid])
+        store.set_refs(dst, {"refs/heads/main": oid}, "refs/heads/main")
+        most = max(most, packs())
+    deadline = time.monotonic() + 30
+    while packs() > 3 and time.monotonic() < deadline:  # gc runs detached, in the background
+        await asyncio.sleep(0.1)
+    assert packs() <= 3, f"{packs()} packs after {len(ids)} copies (at most {most} seen)"
+    assert store.has_objects(dst, ids)
