@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # --- purgatory and sync -------------------------------------------------------------
     purgatory_expiry_s: float = Field(1800, gt=0)
     purgatory_sweep_s: float = Field(5, gt=0, description="how often expiry is checked")
+    purgatory_expired_memory_s: float = Field(
+        7 * 86400, gt=0, description="how long an expired event's id is remembered (and the "
+        "event refused when it comes again)")
     purgatory_intake_concurrency: int = Field(
         8, ge=1, description="events entering the purgatory processed at once"
     )

@@ -253,6 +253,7 @@ class Purgatory:
 
     async def expire_due(self) -> int:
         await self._expire_placeholders()
+        await self.store.forget_expired(self.clock() - self.settings.purgatory_expired_memory_s)
         due = await self.store.expired_due(self.clock())
         if not due:
             return 0

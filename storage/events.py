@@ -159,6 +159,12 @@ class EventStore:
         """Drop held entries and remember their ids as expired (`is_expired`)."""
         await self._writer.submit(write_ops.discard, list(event_ids), reason, time.time())
 
+    async def forget_expired(self, before: float) -> int:
+        """Stop remembering ids that expired before `before`: the memory keeps a dead event
+        from cycling through the purgatory again, but must not grow forever."""
+        forgotten: int = await self._writer.submit(write_ops.forget_expired, before)
+        return forgotten
+
     async def held(self, identifier: str | None = None) -> list[HeldEntry]:
         """Purgatory entries (of one identifier: from the view's cache, no thread hop)."""
         if identifier is not None:

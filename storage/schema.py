@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS expired (
     reason     TEXT NOT NULL,
     expired_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expired_when ON expired(expired_at);
 
 CREATE TABLE IF NOT EXISTS placeholders (
     event_id   TEXT PRIMARY KEY,

@@ -206,6 +206,10 @@ def discard(conn: sqlite3.Connection, event_ids: list[str], reason: str, now: fl
         )
 
 
+def forget_expired(conn: sqlite3.Connection, before: float) -> int:
+    return conn.execute("DELETE FROM expired WHERE expired_at < ?", (before,)).rowcount
+
+
 def _remove_held(conn: sqlite3.Connection, seq: int) -> None:
     conn.execute("DELETE FROM held_tags WHERE held_seq=?", (seq,))
     conn.execute("DELETE FROM held WHERE seq=?", (seq,))

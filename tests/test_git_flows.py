@@ -204,6 +204,28 @@ async def test_purgatory_expiry_removes_unserved_repo(start_daemon, tmp_path: Pa
         await client.close()
 
 
+async def test_expired_ids_are_remembered_for_a_while_only(start_daemon) -> None:
+    """An expired event is refused when it comes again, until the memory of it lapses; then
+    it may wait in purgatory once more (the memory must not grow forever)."""
+    daemon = start_daemon(purgatory_expiry_s="0.5", purgatory_sweep_s="0.2", purgatory_expired_memory_s="2")
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann = announcement(ALICE, daemon.domain, "again")
+        assert (await client.publish(ann))[1].startswith("purgatory:")
+        deadline = time.monotonic() + 10
+        while json.loads(daemon.get("/health")[2])["purgatory"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        ok, msg = await client.publish(ann)
+        assert not ok and "expired" in msg
+        deadline = time.monotonic() + 15
+        while not ok and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            ok, msg = await client.publish(ann)
+        assert ok and msg.startswith("purgatory:"), msg
+    finally:
+        await client.close()
+
+
 async def test_kill_9_with_purgatory_then_restart_and_push(start_daemon, tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path / "crashdata")
     work = make_repo(tmp_path / "work", commits=1)

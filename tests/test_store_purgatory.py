@@ -132,6 +132,23 @@ async def test_discard_remembers_expired(store: EventStore) -> None:
     assert row == ("expired",)
 
 
+
+async def test_expired_memory_is_forgotten_after_its_time(store: EventStore) -> None:
+    import time
+
+    old, recent = state("a"), state("b")
+    for event in (old, recent):
+        await store.hold(event, event.d_tag, None, T0, "sync")
+    await store.discard([old.id], "expired")
+    cut = time.time() + 0.001
+    while time.time() <= cut:
+        pass
+    await store.discard([recent.id], "expired")
+    assert await store.forget_expired(cut) == 1
+    assert not await store.is_expired(old.id) and await store.is_expired(recent.id)
+    assert await store.forget_expired(cut) == 0
+
+
 async def test_deletion_removes_own_held_entries(store: EventStore) -> None:
     mine, theirs = state("r"), state("r", sk=SK_B)
     my_ann = announcement("r", T0)
