@@ -131,13 +131,24 @@ class PeerSync:
         check = await check_outbound(url, self.settings.outbound_allow_private)
         if check.refusal is not None:
             raise ConnectionRefusedError(f"not following {url}: {check.refusal}")
-        async with websockets.connect(url, open_timeout=self.settings.peer_connect_timeout_s,
-                                      max_size=self.settings.max_message_bytes,
-                                      **_pinned(url, check.addresses)) as ws:
+        async with await self._connect(url, check.addresses) as ws:
             await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters()]))
             log.info("peer_subscribed", peer=url, repos=len(plan.coordinates))
             async for message in ws:
                 await self._handle(url, message)
+
+    async def _connect(self, url: str, addresses: tuple[str, ...]) -> Any:
+        """Open the websocket to one of the checked addresses, in turn (one may be an IPv6
+        address this host cannot reach), or by name when there are none."""
+        last: Exception | None = None
+        for pinned in _pinned(url, addresses) or [{}]:
+            try:
+                return await websockets.connect(url, open_timeout=self.settings.peer_connect_timeout_s,
+                                                max_size=self.settings.max_message_bytes, **pinned)
+            except (OSError, asyncio.TimeoutError) as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     async def _handle(self, url: str, message: str | bytes) -> None:
         try:
@@ -157,11 +168,11 @@ class PeerSync:
         log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
 
 
-def _pinned(url: str, addresses: tuple[str, ...]) -> dict[str, Any]:
-    """Connect to the address the outbound check approved; the URL still gives the Host
-    header and the TLS server name. Without addresses, websockets resolves the name itself."""
-    if not addresses:
-        return {}
+def _pinned(url: str, addresses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Connection options for each address the outbound check approved, IPv4 first: the
+    connection goes to that address while the URL still gives the Host header and the TLS
+    name. Without addresses, websockets resolves the name itself."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "wss" else 80)
-    return {"host": addresses[0], "port": port, "proxy": None}
+    ordered = sorted(addresses, key=lambda address: ":" in address)
+    return [{"host": address, "port": port, "proxy": None} for address in ordered]

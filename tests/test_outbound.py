@@ -35,7 +35,33 @@ async def test_check_gives_the_addresses_to_connect_to() -> None:
 def test_peer_connections_are_pinned_to_the_checked_address() -> None:
     from relay.peers import _pinned
 
-    assert _pinned("wss://relay.example.org", ("203.0.113.7",)) == {"host": "203.0.113.7", "port": 443, "proxy": None}
-    assert _pinned("ws://relay.example.org:7777/x", ("2001:db8::1",))["port"] == 7777
-    assert _pinned("ws://relay.example.org", ("203.0.113.7",))["port"] == 80
-    assert _pinned("ws://relay.example.org", ()) == {}
+    assert _pinned("wss://relay.example.org", ("203.0.113.7",)) == [{"host": "203.0.113.7", "port": 443, "proxy": None}]
+    assert _pinned("ws://relay.example.org:7777/x", ("2001:db8::1",))[0]["port"] == 7777
+    assert [o["host"] for o in _pinned("ws://relay.example.org", ("2001:db8::1", "203.0.113.7"))] == \
+        ["203.0.113.7", "2001:db8::1"]  # IPv4 first, then the rest in turn
+    assert _pinned("ws://relay.example.org", ("203.0.113.7",))[0]["port"] == 80
+    assert _pinned("ws://relay.example.org", ()) == []
+
+
+async def test_peer_connection_tries_the_checked_addresses_in_turn() -> None:
+    """The first checked address refuses (nothing listens there); the next one is used."""
+    from types import SimpleNamespace
+
+    import websockets
+
+    from config.settings import Settings
+    from relay.peers import PeerSync
+
+    async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send(message)
+
+    async with websockets.serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        fake = SimpleNamespace(settings=Settings(peer_connect_timeout_s=5))
+        url = f"ws://relay.invalid:{port}"  # never resolved: the pinned addresses are used
+        async with await PeerSync._connect(fake, url, ("127.0.0.2", "127.0.0.1")) as ws:  # type: ignore[arg-type]
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        with pytest.raises(OSError):
+            await PeerSync._connect(fake, url, ("127.0.0.2",))  # type: ignore[arg-type]
