@@ -207,7 +207,7 @@ async def test_purgatory_expiry_removes_unserved_repo(start_daemon, tmp_path: Pa
 async def test_expired_ids_are_remembered_for_a_while_only(start_daemon) -> None:
     """An expired event is refused when it comes again, until the memory of it lapses; then
     it may wait in purgatory once more (the memory must not grow forever)."""
-    daemon = start_daemon(purgatory_expiry_s="0.5", purgatory_sweep_s="0.2", purgatory_expired_memory_s="2")
+    daemon = start_daemon(purgatory_expiry_s="0.5", purgatory_sweep_s="0.2", purgatory_expired_memory_s="3")
     client = await Client.connect(daemon.ws_url)
     try:
         ann = announcement(ALICE, daemon.domain, "again")
