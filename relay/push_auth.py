@@ -11,18 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from relay.pktline import RefUpdate
+from storage.event import is_hex
 from storage.nip34 import BRANCH_AND_TAG
 
 NOSTR_PREFIX = "refs/nostr/"
 OTHER_NAMESPACE = "only refs/heads, refs/tags and refs/nostr/<event-id> may be pushed"
 NO_STATE = "no state event from a maintainer lists these refs"
-HEX = frozenset("0123456789abcdef")
 
 StateCandidate = tuple[str, Mapping[str, str]]  # (event id, refs) newest first
-
-
-def _is_hex(value: str, *lengths: int) -> bool:
-    return len(value) in lengths and HEX.issuperset(value)
 
 
 def _short(event_id: str) -> str:
@@ -75,7 +71,7 @@ def _branch_tag_reason(update: RefUpdate, after: Mapping[str, str],
 
 def _nostr_reason(update: RefUpdate, known_pr_tips: Mapping[str, str]) -> str | None:
     event_id = update.ref[len(NOSTR_PREFIX):]
-    if not _is_hex(event_id, 64):
+    if not is_hex(event_id, 64):
         return OTHER_NAMESPACE
     if update.is_delete:
         return "refs/nostr/<event-id> refs cannot be deleted by a push"
