@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -36,13 +35,13 @@ import structlog
 
 from purgatory.context import FetchKind, FetchOutcome
 from purgatory.quarantine import init_quarantine
+from storage.nip34 import is_oid
 
 log = structlog.get_logger(__name__)
 
 # Object types a waiting event can point at (ref tips and annotated tags; trees for completeness).
 _ACCEPTED_TYPES = frozenset({pygit2.enums.ObjectType.COMMIT, pygit2.enums.ObjectType.TAG, pygit2.enums.ObjectType.TREE})
 
-_OID_RE = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
 _NO_OID_FETCH = "cannot fetch a specific object"
 
@@ -194,7 +193,7 @@ async def fetch_oids(url: str, dest: Path, oids: frozenset[str] | set[str], time
     started = time.monotonic()
     if not wanted:
         return FetchOutcome.success("nothing wanted")
-    invalid = sorted(oid for oid in wanted if not _OID_RE.fullmatch(oid))
+    invalid = sorted(oid for oid in wanted if not is_oid(oid))
     if invalid:
         # Never hand a non-id to libgit2 as a refspec: it would be read as a ref name.
         return FetchOutcome.failure("error", f"not object ids: {', '.join(invalid)[:200]}")

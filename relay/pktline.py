@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from storage.nip34 import is_oid
+
 FLUSH = b"0000"
 DELIM = b"0001"
 MAX_PKT_DATA = 65516  # 65520 minus the 4-byte length header
@@ -98,10 +100,6 @@ class CommandList:
         return capability in self.capabilities
 
 
-def _is_oid(value: str) -> bool:
-    return len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)
-
-
 class CommandParser:
     """Incremental parser of the command list that opens a receive-pack request body.
 
@@ -151,7 +149,7 @@ class CommandParser:
         if line.startswith("push-cert"):
             raise PktLineError("signed pushes (push-cert) are not supported")
         parts = line.split(" ", 2)
-        if len(parts) != 3 or not _is_oid(parts[0]) or not _is_oid(parts[1]) or not parts[2]:
+        if len(parts) != 3 or not is_oid(parts[0]) or not is_oid(parts[1]) or not parts[2]:
             raise PktLineError(f"bad push command {line[:120]!r}")
         self._first = False
         self.result.updates.append(RefUpdate(old=parts[0], new=parts[1], ref=parts[2]))

@@ -117,6 +117,12 @@ def maintainers(event: Event) -> list[str]:
     return list(seen)
 
 
+def is_oid(value: object) -> bool:
+    """A git object id as events and the git protocol spell it: 40 (SHA-1) or 64 (SHA-256)
+    lowercase hex characters."""
+    return is_hex(value, 40) or is_hex(value, 64)
+
+
 def state_identifier(event: Event) -> str | None:
     return event.d_tag if event.kind == STATE else None
 
@@ -126,7 +132,7 @@ def pr_tip(event: Event) -> str | None:
     if event.kind not in (PR, PR_UPDATE):
         return None
     for value in event.tag_values("c"):
-        if is_hex(value, 40) or is_hex(value, 64):
+        if is_oid(value):
             return value
     return None
 
@@ -171,7 +177,7 @@ def state_refs(event: Event) -> tuple[dict[str, str], str | None]:
                 head = value[5:].strip()
         elif name.startswith(BRANCH_AND_TAG) and "^{}" not in name:
             value = value.strip().lower()
-            if is_hex(value, 40) or is_hex(value, 64):
+            if is_oid(value):
                 refs[name] = value
     return refs, head
 

@@ -91,10 +91,6 @@ def to_npub(npub_or_hex: str) -> str:
         raise BadRepoPath(f"invalid public key: {exc}") from None
 
 
-def _valid_oid(oid: str) -> bool:
-    return len(oid) in (40, 64) and all(c in "0123456789abcdef" for c in oid)
-
-
 class RepoStore:
     """All bare repos under one directory."""
 
@@ -228,7 +224,7 @@ class RepoStore:
         repo = pygit2.Repository(str(path))
         out: set[str] = set()
         for oid in oids:  # type: ignore[attr-defined]
-            if not isinstance(oid, str) or not _valid_oid(oid) or oid not in repo:
+            if not nip34.is_oid(oid) or oid not in repo:
                 out.add(str(oid))
         return out
 
