@@ -12,7 +12,7 @@ import structlog
 
 from config import Settings, SettingsError, load_settings
 from relay import logs, nip11, pages, sdnotify
-from relay.http import respond
+from relay.http import header, respond
 from relay.ingest import Ingest
 from relay.metrics import build_metrics
 from relay.protocol import Limits
@@ -187,7 +187,7 @@ class Relay:
             return
         head = method == "HEAD"
         if path == "/" and method != "POST":
-            if b"application/nostr+json" in _header(scope, b"accept"):
+            if b"application/nostr+json" in header(scope, b"accept"):
                 body = json.dumps(nip11.relay_information(self.settings)).encode()
                 await respond(send, 200, body, "application/nostr+json", head=head)
             else:
@@ -232,7 +232,7 @@ class Relay:
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = client[0] if client else ""
-        forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
+        forwarded = header(scope, b"x-forwarded-for").decode("latin-1")
         return ratelimit.client_address(peer, forwarded, self.trusted_proxies)
 
     async def health(self) -> dict[str, Any]:
@@ -251,13 +251,6 @@ class Relay:
             "connections": len(self.connections),
             "purgatory": {str(kind): n for kind, n in counts.items()},
         }
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value
-    return b""
 
 
 async def _deny_websocket(scope: Scope, send: Send, status: int, message: str) -> None:

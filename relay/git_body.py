@@ -75,5 +75,5 @@ async def capped(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]
         yield chunk
 
 
-def is_gzip(headers: dict[bytes, bytes]) -> bool:
-    return headers.get(b"content-encoding", b"").strip().lower() in (b"gzip", b"x-gzip")
+def is_gzip(content_encoding: bytes) -> bool:
+    return content_encoding.strip().lower() in (b"gzip", b"x-gzip")

@@ -26,7 +26,7 @@ import structlog
 
 from config.settings import Settings
 from relay.cors import cors_headers
-from relay.http import respond
+from relay.http import header, respond
 from relay.git_body import BadBody, BodyTooLarge, ClientGone, body_chunks, capped, is_gzip
 from relay.metrics import DisabledMetrics, MetricsSink
 from relay.pktline import (
@@ -86,10 +86,6 @@ def parse_git_path(path: str) -> tuple[str, str, str] | None:
     return match.group(1), match.group(2), match.group(3) or ""
 
 
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope.get("headers", [])}
-
-
 class GitHttp:
     """Smart HTTP endpoints for every repo of one RepoStore."""
 
@@ -143,13 +139,13 @@ class GitHttp:
         return RepoRef(npub, pubkey, identifier, self.store.path(npub, identifier))
 
     def _body(self, scope: Scope, receive: Receive, cap: int) -> AsyncIterator[bytes]:
-        return body_chunks(receive, is_gzip(_headers(scope)), cap, self.settings.max_gzip_bytes,
+        return body_chunks(receive, is_gzip(header(scope, b"content-encoding")), cap, self.settings.max_gzip_bytes,
                            self.settings.git_body_idle_timeout_s)
 
     def _env(self, scope: Scope, service: str) -> dict[str, str]:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
         env.pop("GIT_PROTOCOL", None)
-        proto = _headers(scope).get(b"git-protocol", b"").decode("latin-1")
+        proto = header(scope, b"git-protocol").decode("latin-1")
         if service == "git-upload-pack" and _PROTOCOL_HEADER.match(proto):
             env["GIT_PROTOCOL"] = proto
         return env
@@ -177,9 +173,9 @@ class GitHttp:
             log.error("advertise_failed", repo=str(repo.path), stderr=err.decode(errors="replace")[-500:])
             await respond_text(send, 500, "git failed to list the refs\n")
             return
-        header = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
+        preamble = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
         await _start(send, 200, ctype)
-        await send({"type": "http.response.body", "body": header + out})
+        await send({"type": "http.response.body", "body": preamble + out})
 
     # --- upload-pack --------------------------------------------------------------------
     async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -194,8 +190,8 @@ class GitHttp:
     # --- receive-pack -------------------------------------------------------------------
     async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
         cap = self.settings.max_push_bytes
-        length = _headers(scope).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > cap:
+        length = header(scope, b"content-length")
+        if length.isdigit() and int(length) > cap:
             await respond_text(send, 413, f"push is larger than the limit of {cap} bytes\n")
             return
         body = self._body(scope, receive, cap)

@@ -10,6 +10,14 @@ from relay.cors import cors_headers
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def header(scope: dict[str, Any], name: bytes) -> bytes:
+    """A request header's value (`name` lowercase, as ASGI servers give them), b"" if absent."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return b""
+
+
 async def respond(
     send: Send,
     status: int,
