@@ -25,9 +25,11 @@ from urllib.parse import parse_qs
 import structlog
 
 from config.settings import Settings
-from relay.cors import cors_headers
-from relay.http import header, respond
+from relay.http import header
 from relay.git_body import BadBody, BodyTooLarge, ClientGone, body_chunks, capped, is_gzip
+from relay.git_io import (
+    CHUNK, client_gone, end_stream, feed_stdin, respond_text, start_stream, stderr_tail, stop_git,
+)
 from relay.metrics import DisabledMetrics, MetricsSink
 from relay.pktline import (
     CommandParser,
@@ -44,7 +46,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CHUNK = 64 * 1024
 SERVICES = ("git-upload-pack", "git-receive-pack")
 NOSTR_REFS = "refs/nostr/"
 _GIT_PATH = re.compile(r"^/(npub1[^/]*)/([^/]*)\.git(/.*)?$")
@@ -159,7 +160,7 @@ class GitHttp:
             return
         ctype = f"application/x-{service}-advertisement"
         if head_only:
-            await _start(send, 200, ctype)
+            await start_stream(send, 200, ctype)
             await send({"type": "http.response.body", "body": b""})
             return
         env = self._env(scope, service)
@@ -174,7 +175,7 @@ class GitHttp:
             await respond_text(send, 500, "git failed to list the refs\n")
             return
         preamble = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
-        await _start(send, 200, ctype)
+        await start_stream(send, 200, ctype)
         await send({"type": "http.response.body", "body": preamble + out})
 
     # --- upload-pack --------------------------------------------------------------------
@@ -183,9 +184,9 @@ class GitHttp:
         body = self._body(scope, receive, cap)
         cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
         rc = await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
-                             "application/x-git-upload-pack-result", gone=lambda: _disconnected(receive))
+                             "application/x-git-upload-pack-result", gone=lambda: client_gone(receive))
         if rc == 0:
-            await _end(send)
+            await end_stream(send)
 
     # --- receive-pack -------------------------------------------------------------------
     async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -223,7 +224,7 @@ class GitHttp:
             if rc != 0:
                 return
             if not updates:  # the client's "0000" probe before a large push
-                await _end(send)
+                await end_stream(send)
                 return
             try:
                 applied = [u for u in updates if self._landed(repo, u)]
@@ -233,7 +234,7 @@ class GitHttp:
             except Exception:
                 log.exception("on_pushed_failed", repo=str(repo.path))
             finally:
-                await _end(send)
+                await end_stream(send)
 
     def _landed(self, repo: RepoRef, update: RefUpdate) -> bool:
         now = self.store.get_ref(repo.path, update.ref)
@@ -253,7 +254,7 @@ class GitHttp:
         except ClientGone:
             return
         fallback = f"push refused as a whole: {first}"
-        await _start(send, 200, "application/x-git-receive-pack-result")
+        await start_stream(send, 200, "application/x-git-receive-pack-result")
         await send({"type": "http.response.body",
                     "body": report_status_refusal(parser.result, reasons, fallback)})
 
@@ -274,8 +275,8 @@ class GitHttp:
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=CHUNK)
         assert proc.stdin and proc.stdout and proc.stderr
-        feeder = asyncio.create_task(_feed(proc.stdin, prefix, body))
-        errors = asyncio.create_task(_tail(proc.stderr))
+        feeder = asyncio.create_task(feed_stdin(proc.stdin, prefix, body))
+        errors = asyncio.create_task(stderr_tail(proc.stderr))
         started = False
         sent = 0
         service = cmd[1]
@@ -298,7 +299,7 @@ class GitHttp:
                 if not data:
                     break
                 if not started:
-                    await _start(send, 200, content_type)
+                    await start_stream(send, 200, content_type)
                     started = True
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 sent += len(data)
@@ -306,101 +307,27 @@ class GitHttp:
             received = await feeder
         except (BodyTooLarge, BadBody, ClientGone) as exc:
             self.metrics.git_operation(service, "cut", 0, sent)
-            await _stop(proc, kill=gone is not None and isinstance(exc, ClientGone))
+            await stop_git(proc, kill=gone is not None and isinstance(exc, ClientGone))
             log.warning("git_rpc_cut", cmd=cmd[1], error=type(exc).__name__, detail=str(exc))
             if not started and not isinstance(exc, ClientGone):
                 await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
             elif started:
-                await _end(send)
+                await end_stream(send)
             return None
         finally:
             feeder.cancel()
             if watch is not None:
                 watch.cancel()
-            await _stop(proc)
+            await stop_git(proc)
         stderr = await errors
         self.metrics.git_operation(service, "ok" if rc == 0 else "failed", received, sent)
         if rc == 0:
             if not started:
-                await _start(send, 200, content_type)
+                await start_stream(send, 200, content_type)
             return rc  # the caller ends the response, after its own post-processing
         log.warning("git_rpc_failed", cmd=cmd[1], rc=rc, stderr=stderr[-500:])
         if started:
-            await _end(send)
+            await end_stream(send)
         else:
             await respond_text(send, 500, "git failed\n")
         return rc
-
-
-async def _feed(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> int:
-    """Copy the request into git's stdin; if git exits early (bad request) stop writing.
-    Returns the bytes written, for the metrics."""
-    written = 0
-    try:
-        if prefix:
-            stdin.write(prefix)
-            written += len(prefix)
-            await stdin.drain()
-        async for chunk in body:
-            stdin.write(chunk)
-            written += len(chunk)
-            await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        return written
-    finally:
-        if not stdin.is_closing():
-            stdin.close()
-
-
-async def _tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:
-    tail = b""
-    while chunk := await stream.read(CHUNK):
-        tail = (tail + chunk)[-keep:]
-    return tail.decode(errors="replace")
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Resolves when the client hangs up. Called once the request body was read in full, so
-    the disconnect is the only message still to come."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _stop(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
-    """Close git's stdin so a half-received pack fails cleanly (git removes its temporary
-    pack and updates no ref); kill only if it does not exit by itself soon, or at once when
-    asked (an abandoned upload-pack writes nothing that matters)."""
-    if proc.returncode is not None:
-        return
-    if kill:
-        proc.kill()
-        await proc.wait()
-        return
-    if proc.stdin is not None and not proc.stdin.is_closing():
-        proc.stdin.close()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=10)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-#: git's own http-backend marks every answer uncacheable; proxies must not serve stale refs
-NO_CACHE = [(b"cache-control", b"no-cache, max-age=0, must-revalidate"), (b"pragma", b"no-cache"),
-            (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT")]
-
-
-async def _start(send: Send, status: int, content_type: str) -> None:
-    """Start a streamed answer (no length known yet)."""
-    headers = [(b"content-type", content_type.encode()), *NO_CACHE, *cors_headers()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-
-
-async def _end(send: Send) -> None:
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def respond_text(send: Send, status: int, text: str,
-                       extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A complete plain-text answer (errors and 204s), CORS headers included."""
-    await respond(send, status, text.encode(), extra=[*NO_CACHE, *(extra or [])])

@@ -1,0 +1,92 @@
+"""Moving bytes between one HTTP exchange and one git process: feeding the request into
+git's stdin, keeping the end of its stderr, noticing a client that hung up, stopping git,
+and starting or ending the streamed answer. `git_http.py` decides what to run; this only
+moves bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from relay.cors import cors_headers
+from relay.http import respond
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CHUNK = 64 * 1024  # one read from a git pipe, one body message to the client
+
+
+async def feed_stdin(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> int:
+    """Copy the request into git's stdin; if git exits early (bad request) stop writing.
+    Returns the bytes written, for the metrics."""
+    written = 0
+    try:
+        if prefix:
+            stdin.write(prefix)
+            written += len(prefix)
+            await stdin.drain()
+        async for chunk in body:
+            stdin.write(chunk)
+            written += len(chunk)
+            await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return written
+    finally:
+        if not stdin.is_closing():
+            stdin.close()
+
+
+async def stderr_tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:
+    tail = b""
+    while chunk := await stream.read(CHUNK):
+        tail = (tail + chunk)[-keep:]
+    return tail.decode(errors="replace")
+
+
+async def client_gone(receive: Receive) -> None:
+    """Resolves when the client hangs up. Called once the request body was read in full, so
+    the disconnect is the only message still to come."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def stop_git(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
+    """Close git's stdin so a half-received pack fails cleanly (git removes its temporary
+    pack and updates no ref); kill only if it does not exit by itself soon, or at once when
+    asked (an abandoned upload-pack writes nothing that matters)."""
+    if proc.returncode is not None:
+        return
+    if kill:
+        proc.kill()
+        await proc.wait()
+        return
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=10)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+#: git's own http-backend marks every answer uncacheable; proxies must not serve stale refs
+NO_CACHE = [(b"cache-control", b"no-cache, max-age=0, must-revalidate"), (b"pragma", b"no-cache"),
+            (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT")]
+
+
+async def start_stream(send: Send, status: int, content_type: str) -> None:
+    """Start a streamed answer (no length known yet)."""
+    headers = [(b"content-type", content_type.encode()), *NO_CACHE, *cors_headers()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def end_stream(send: Send) -> None:
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def respond_text(send: Send, status: int, text: str,
+                       extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A complete plain-text answer (errors and 204s), CORS headers included."""
+    await respond(send, status, text.encode(), extra=[*NO_CACHE, *(extra or [])])
