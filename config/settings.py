@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     git_binary: str = "git"
     git_body_idle_timeout_s: float = Field(
         60, gt=0, description="give up on a git request body that sends nothing for this long")
+    git_body_deadline_s: float = Field(
+        1800, gt=0, description="a git request body must be complete within this long, whatever its pace")
+    git_body_min_rate_bytes_s: int = Field(
+        16 * 1024, ge=0, description="slowest average pace a git request body may keep after the grace "
+        "period (0: no minimum)")
+    git_body_min_rate_grace_s: float = Field(
+        30, ge=0, description="time a body may take before its average pace is checked")
+    integrity_check_on_start: bool = Field(
+        True, description="compare every served repo's refs with its signed state once after start")
+    integrity_repair_on_start: bool = Field(
+        True, description="and align those that differ (off: only report)")
 
     # --- operations ---------------------------------------------------------------------
     metrics_enabled: bool = True
@@ -166,6 +177,16 @@ class Settings(BaseSettings):
     @property
     def repos_dir(self) -> Path:
         return self.data_dir / "repos"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Push bodies are received here in full before their repo is locked."""
+        return self.data_dir / "spool"
+
+    @property
+    def pending_dir(self) -> Path:
+        """refs/nostr pushes wait here, never served, until a PR event claims them."""
+        return self.data_dir / "pending"
 
 
 class SettingsError(Exception):
