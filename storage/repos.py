@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import weakref
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -97,6 +98,17 @@ class RepoStore:
     def __init__(self, repos_dir: Path, git_binary: str = "git") -> None:
         self.repos_dir = Path(repos_dir).resolve()
         self.git_binary = git_binary
+        self._locks: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, path: Path) -> asyncio.Lock:
+        """The one lock over a repo's refs. Pushes, alignment to a state, PR-ref writes and
+        the integrity pass all take it: a push checks the refs git left against the refs it
+        authorised, so nothing else may move them in between (it would be "restored")."""
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[path] = lock
+        return lock
 
     # --- naming -----------------------------------------------------------------------
     def path(self, npub_or_hex: str, identifier: str) -> Path:
