@@ -39,6 +39,7 @@ PurgatoryOutcome = Literal["held", "released", "expired"]
 GitService = Literal["upload-pack", "receive-pack"]
 GIT_SERVICES: frozenset[str] = frozenset({"upload-pack", "receive-pack"})
 PURGATORY_OUTCOMES: frozenset[str] = frozenset({"held", "released", "expired"})
+INTEGRITY_KINDS: frozenset[str] = frozenset({"unsigned", "moved", "missing", "head"})
 
 DEFAULT_MAX_DOMAINS = 200
 DISABLED_BODY = b"# metrics disabled (GRASP_METRICS_ENABLED=false)\n"
@@ -78,6 +79,7 @@ class MetricsSink(Protocol):
     def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None: ...
     def push_authorisation(self, accepted: bool) -> None: ...
     def req_served(self, seconds: float) -> None: ...
+    def integrity_repair(self, kind: str) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
 
 
@@ -127,6 +129,9 @@ class DisabledMetrics:
         pass
 
     def req_served(self, seconds: float) -> None:
+        pass
+
+    def integrity_repair(self, kind: str) -> None:
         pass
 
     def render(self) -> tuple[bytes, str]:
@@ -189,6 +194,10 @@ class Metrics:
         )
         self.req_seconds = Histogram(
             "grasp_req_seconds", "REQ to EOSE latency", buckets=REQ_BUCKETS, registry=r
+        )
+        self.integrity_repairs = Counter(
+            "grasp_integrity_repairs", "Refs and HEADs the integrity pass put back where the signed "
+            "state says", ["kind"], registry=r
         )
 
     # --- label bounding ---------------------------------------------------------------
@@ -260,6 +269,10 @@ class Metrics:
 
     def push_authorisation(self, accepted: bool) -> None:
         self.push_authorisations.labels("accepted" if accepted else "refused").inc()
+
+    def integrity_repair(self, kind: str) -> None:
+        """`kind`: unsigned, moved, missing or head (purgatory.integrity.DIFF_KINDS)."""
+        self.integrity_repairs.labels(kind if kind in INTEGRITY_KINDS else OTHER).inc()
 
     # --- exposition -----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
