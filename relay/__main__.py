@@ -1,10 +1,12 @@
-"""`grasp-relay` (serve in the foreground) and `grasp-relay check-config`.
+"""`grasp-relay` (serve in the foreground), `grasp-relay check-config` and
+`grasp-relay integrity-check [--repair] [--identifier ID]`.
 
 A bad setting stops the start with one line naming it and exit code 2, so a typo in an
 env file is found by the operator, not by a client."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
@@ -20,18 +22,52 @@ from config import Settings, SettingsError, load_settings
 from relay import logs, sdnotify
 
 if TYPE_CHECKING:
+    from purgatory.integrity_pass import RepoReport, Summary
     from relay.app import Relay
+    from storage.repos import RepoStore
+    from storage.view import StoreView
 
 EXIT_BAD_CONFIG = 2
+EXIT_DIFFERENCES = 1
 _SECRET_WORDS = ("secret", "password", "token", "nsec")
+_USAGE = """usage: grasp-relay [serve | check-config | integrity-check [--repair] [--identifier ID]]
+
+  serve            run the relay in the foreground (the default)
+  check-config     print the effective settings and exit
+  integrity-check  compare every served repo's branches, tags and HEAD with its signed state
+                   (grasp-relay integrity-check --help says more)
+
+settings come from GRASP_* env vars and .env; a bad one exits 2 naming it
+"""
+_INTEGRITY_HELP = """Compare the branches, tags and HEAD of every served repo (a repo whose announcement is
+released) with the newest served state event of the owner's maintainers, and print one line
+per difference: a ref the state does not list (unsigned), a ref elsewhere than the state
+says, a ref of the state that is absent, a HEAD that differs. refs/nostr/* (pull requests)
+are not checked. A repo exactly at a newer held state of the same maintainers is a release
+the purgatory has yet to make and is left alone (logged, not printed).
+
+--repair aligns each repo with its state (deleting unsigned refs) where the state's objects
+are here, and reports the refs it cannot put back. Repairs take the repo's lock, which only
+orders them against pushes inside the same process: while the daemon runs, prefer its own
+pass on start (GRASP_INTEGRITY_CHECK_ON_START), or repair when no pushes are under way.
+
+exit codes: 0 no differences (with --repair: none left, every one repaired); 1 differences
+found (with --repair: some could not be repaired, or a repo could not be checked);
+2 usage error, bad setting or no event store in GRASP_DATA_DIR."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "serve"
     if command in ("-h", "--help", "help"):
-        sys.stderr.write("usage: grasp-relay [serve|check-config]\nsettings come from GRASP_* env vars and .env\n")
+        sys.stderr.write(_USAGE)
         return 0
+    options: argparse.Namespace | None = None
+    if command == "integrity-check":
+        try:  # before the settings, so that --help and usage errors need none
+            options = _integrity_parser().parse_args(args[1:])
+        except SystemExit as exc:  # argparse: --help exits 0, a usage error 2
+            return exc.code if isinstance(exc.code, int) else EXIT_BAD_CONFIG
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -39,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     if command == "check-config":
         return check_config(settings)
+    if options is not None:
+        logs.configure(settings.log_level, settings.log_format)
+        return integrity_check(settings, repair=options.repair, identifier=options.identifier)
     if command != "serve":
-        sys.stderr.write(f"grasp-relay: unknown command {command!r} (use serve or check-config)\n")
+        sys.stderr.write(f"grasp-relay: unknown command {command!r} (use serve, check-config or integrity-check)\n")
         return EXIT_BAD_CONFIG
     logs.configure(settings.log_level, settings.log_format)
     return serve(settings)
@@ -55,6 +94,76 @@ def check_config(settings: Settings) -> int:
             value = ",".join(str(v) for v in value)
         sys.stdout.write(f"GRASP_{name.upper()}={value}\n")
     return 0
+
+
+def _integrity_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grasp-relay integrity-check", description=_INTEGRITY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repair", action="store_true",
+                        help="align the repos that differ with their signed state")
+    parser.add_argument("--identifier", metavar="ID",
+                        help="check only the repos of this identifier (d tag), of every owner")
+    return parser
+
+
+def integrity_check(settings: Settings, repair: bool, identifier: str | None) -> int:
+    """`grasp-relay integrity-check`: the report goes to stdout, one line per difference;
+    logs go to stderr. Reads the event store through a read-only connection (a running
+    daemon's WAL writes do not block it, nor it them) with no cache, so every read is fresh."""
+    from storage import nip34
+    from storage.repos import RepoStore
+    from storage.view import StoreView
+
+    if identifier is not None and nip34.identifier_problem(identifier) is not None:
+        sys.stderr.write(f"grasp-relay: --identifier: {nip34.identifier_problem(identifier)}\n")
+        return EXIT_BAD_CONFIG
+    if not settings.db_path.is_file():
+        sys.stderr.write(f"grasp-relay: no event store at {settings.db_path} (is GRASP_DATA_DIR right?)\n")
+        return EXIT_BAD_CONFIG
+    try:
+        view = StoreView(settings.db_path, cache_entries=0)
+    except Exception as exc:  # sqlite3 errors: unreadable file, not a database
+        sys.stderr.write(f"grasp-relay: cannot read the event store {settings.db_path}: {exc}\n")
+        return EXIT_BAD_CONFIG
+    try:
+        repos = RepoStore(settings.repos_dir, settings.git_binary)
+        summary = asyncio.run(_integrity_run(view, repos, repair, identifier))
+    finally:
+        view.close()
+    structlog.get_logger(__name__).info(
+        "integrity_check_done", repos=summary.repos, differences=summary.differences,
+        repaired=summary.repaired, unresolved_repos=summary.unresolved_repos, repair=repair)
+    return EXIT_DIFFERENCES if summary.unresolved_repos else 0
+
+
+async def _integrity_run(view: "StoreView", repos: "RepoStore", repair: bool, identifier: str | None) -> "Summary":
+    from purgatory.integrity_pass import IntegrityPass
+
+    return await IntegrityPass(view, repos, repair=repair, on_report=_write_report).run(identifier)
+
+
+def _write_report(report: "RepoReport") -> None:
+    """One line per difference: repo, what is wrong, what --repair does or did."""
+    name = report.repo.name
+    if report.pending_state_id is not None:
+        structlog.get_logger(__name__).info("integrity_release_pending", repo=name,
+                                            state=report.pending_state_id, authoritative=report.state_id)
+    if report.error is not None:
+        sys.stdout.write(f"{name}: could not be checked or repaired: {report.error}\n")
+    for diff in report.differences:
+        problem = diff.problem(report.state_id)
+        outcome = report.outcome(diff)
+        if outcome == "repaired":
+            tail = f"repaired: {diff.done}"
+        elif outcome == "not_repairable":
+            tail = f"NOT repaired: object {diff.expected} is not in this repo"
+        elif report.error is not None:
+            tail = "NOT repaired"
+        else:
+            tail = f"--repair would {diff.action}"
+        sys.stdout.write(f"{name}: {problem}; {tail}\n")
+    sys.stdout.flush()
 
 
 def serve(settings: Settings) -> int:
