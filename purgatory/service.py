@@ -46,6 +46,7 @@ class Purgatory:
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self.repos.remove_empty_pending()  # left by a crash between a claim and its removal
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -62,7 +63,7 @@ class Purgatory:
         """The quarantine, created if needed and linked to the identifier's served repos
         (afresh each time: a fetch negotiates with what is served now)."""
         path = self.quarantine_path(identifier)
-        served = [p for p in self.sources(identifier) if p != path]
+        served = self.served_paths(identifier)
         await asyncio.to_thread(_prepare_quarantine, path, served)
         return path
 
@@ -148,7 +149,7 @@ class Purgatory:
             # still held, and the next look (a restart enqueues every held identifier)
             # releases them; the other order could serve a state whose repo never got it
             await self._apply_states(identifier, plan.states)
-            await self._write_pr_refs(plan.prs)
+            await self._write_pr_refs(identifier, plan.prs)
             await self._release(identifier, plan.entries)
             if not await self.store.held(identifier):
                 await self.drop_quarantine(identifier)
@@ -182,20 +183,34 @@ class Purgatory:
                 await self._align(newest.source, self.repos.path(owner, identifier), newest.refs, newest.head)
 
     async def _align(self, source: Path, target: Path, refs: dict[str, str], head: str | None) -> None:
-        if source != target:
-            await self.repos.copy_objects_async(source, target, sorted(set(refs.values())))
-        await self.repos.set_refs_async(target, refs, head)
+        async with self.repos.lock(target):  # never beside a push being checked
+            if source != target:
+                await self.repos.copy_objects_async(source, target, sorted(set(refs.values())))
+            await self.repos.set_refs_async(target, refs, head)
         log.info("repo_aligned", repo=str(target), refs=len(refs), head=head)
 
-    async def _write_pr_refs(self, prs: list[release.PrRelease]) -> None:
+    async def _write_pr_refs(self, identifier: str, prs: list[release.PrRelease]) -> None:
+        """A released PR's ref goes into the served repos it names, with its objects; the
+        pushes that waited for it in pending areas are then claimed (and removed)."""
         for pr in prs:
-            for owner, identifier in self._pr_repos(pr.event):
-                if not self.repos.exists(owner, identifier):
+            name = f"refs/nostr/{pr.event.id}"
+            for owner, ident in self._pr_repos(pr.event):
+                if not self.repos.exists(owner, ident):
                     continue
-                target = self.repos.path(owner, identifier)
-                if pr.source != target:
-                    await self.repos.copy_objects_async(pr.source, target, [pr.tip])
-                await asyncio.to_thread(self.repos.set_ref, target, f"refs/nostr/{pr.event.id}", pr.tip)
+                target = self.repos.path(owner, ident)
+                async with self.repos.lock(target):
+                    if pr.source != target:
+                        await self.repos.copy_objects_async(pr.source, target, [pr.tip])
+                    await asyncio.to_thread(self.repos.set_ref, target, name, pr.tip)
+            await self._drop_pending(identifier, name)
+
+    async def _drop_pending(self, identifier: str, name: str) -> None:
+        """Remove a PR ref from every pending area of this identifier (claimed, contradicted
+        or expired); a pending repo goes with its last ref, and the objects with it."""
+        for owner in self.announcements(identifier).owners:
+            if self.repos.pending_exists(owner, identifier):
+                async with self.repos.lock(self.repos.path(owner, identifier)):
+                    await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
 
     async def expect_pr(self, event_id: str, owner: str, identifier: str, tip: str) -> None:
         """A `refs/nostr/<id>` was pushed before its event: keep it for as long as an event
@@ -209,9 +224,14 @@ class Purgatory:
             if self.store.view.get_event(event_id) is not None:
                 continue  # claimed meanwhile
             owner, identifier = repo.split("/", 1)
-            if self.repos.exists(owner, identifier):
+            name = f"refs/nostr/{event_id}"
+            if self.repos.pending_exists(owner, identifier):
+                async with self.repos.lock(self.repos.path(owner, identifier)):
+                    await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
+            if self.repos.exists(owner, identifier):  # a placeholder from before pending areas
                 path = self.repos.path(owner, identifier)
-                await asyncio.to_thread(self.repos.delete_ref, path, f"refs/nostr/{event_id}")
+                async with self.repos.lock(path):
+                    await asyncio.to_thread(self.repos.delete_ref, path, name)
             self.metrics.purgatory_event(nip34.PR, "expired")
             log.info("pr_ref_expired", ref=f"refs/nostr/{event_id}", owner=owner, identifier=identifier)
 
@@ -221,13 +241,17 @@ class Purgatory:
         tip = nip34.pr_tip(event)
         name = f"refs/nostr/{event.id}"
         for owner, identifier in self._pr_repos(event):
-            if not self.repos.exists(owner, identifier):
-                continue
-            path = self.repos.path(owner, identifier)
-            current = self.repos.get_ref(path, name)
-            if current is not None and current != tip:
-                self.repos.delete_ref(path, name)
-                log.info("pr_ref_removed", ref=name, repo=str(path), pushed=current, named=tip)
+            for path in (self.repos.path(owner, identifier), self.repos.pending_path(owner, identifier)):
+                if not (path / "HEAD").is_file():
+                    continue
+                current = self.repos.get_ref(path, name)
+                if current is not None and current != tip:
+                    async with self.repos.lock(self.repos.path(owner, identifier)):
+                        if path == self.repos.path(owner, identifier):
+                            await asyncio.to_thread(self.repos.delete_ref, path, name)
+                        else:
+                            await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
+                    log.info("pr_ref_removed", ref=name, repo=str(path), pushed=current, named=tip)
 
     def _pr_repos(self, event: Event) -> list[tuple[str, str]]:
         coords = nip34.pr_repo_coordinates(event)
@@ -294,14 +318,17 @@ class Purgatory:
     def _owners_of(self, author: str, anns: "Announcements") -> list[str]:
         return nip34.owners_authorising(author, anns.events, anns.of)
 
-    def sources(self, identifier: str, anns: "Announcements | None" = None) -> list[Path]:
-        """Where the objects for an identifier may be: every owner's repo, then the quarantine."""
+    def served_paths(self, identifier: str, anns: "Announcements | None" = None) -> list[Path]:
         anns = anns or self.announcements(identifier)
-        paths = [
-            self.repos.path(owner, identifier)
-            for owner in anns.owners
-            if self.repos.exists(owner, identifier)
-        ]
+        return [self.repos.path(owner, identifier) for owner in anns.owners if self.repos.exists(owner, identifier)]
+
+    def sources(self, identifier: str, anns: "Announcements | None" = None) -> list[Path]:
+        """Where the objects for an identifier may be: every owner's repo, then their pending
+        areas (refs/nostr pushes), then the quarantine (fetches)."""
+        anns = anns or self.announcements(identifier)
+        paths = self.served_paths(identifier, anns)
+        paths += [self.repos.pending_path(owner, identifier) for owner in anns.owners
+                  if self.repos.pending_exists(owner, identifier)]
         waiting = self.quarantine_path(identifier)
         if (waiting / "HEAD").is_file():
             paths.append(waiting)

@@ -47,9 +47,9 @@ class Relay:
         self.metrics = build_metrics(settings.metrics_enabled)
         self.ingest = Ingest(self)
         self.policy_context = policy.PolicyContext.from_settings(settings)
-        self.repos = RepoStore(settings.repos_dir, settings.git_binary)
+        self.repos = RepoStore(settings.repos_dir, settings.git_binary, settings.pending_dir)
         self.pushes = PushGate(self)
-        self.git = GitHttp(self.repos, settings, authorize=self.pushes.authorize,
+        self.git = GitHttp(self.repos, settings, plan=self.pushes.plan, admit=self.pushes.admit,
                            on_pushed=self.pushes.on_pushed, metrics=self.metrics)
         self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
         self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()

@@ -4,8 +4,10 @@ neither a large push nor a small gzip bomb is ever held whole in memory."""
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -25,24 +27,52 @@ class ClientGone(Exception):
     """The client disconnected before its body was complete."""
 
 
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How slowly a body may arrive: `idle` seconds without a byte, `deadline` seconds in
+    all, and after `grace` seconds at least `min_rate` bytes/s on average (0: no minimum).
+    A push no longer holds its repo's lock while it arrives, but a body that drips still
+    holds a connection, a spool file and memory: it is cut off, not waited for."""
+
+    idle: float = 60
+    deadline: float = 1800
+    min_rate: int = 0
+    grace: float = 30
+
+
 async def body_chunks(receive: Receive, gzip: bool, cap: int, gzip_cap: int,
-                      idle_timeout: float = 60) -> AsyncIterator[bytes]:
+                      pace: Pace | None = None, clock: Callable[[], float] = time.monotonic,
+                      ) -> AsyncIterator[bytes]:
     """The request body, gunzipped incrementally when needed, raising once it exceeds `cap`
     (decoded bytes) or, for gzip, `gzip_cap`: a small compressed body must not expand into
-    gigabytes in memory. A body that stalls is abandoned: a push holds its repo's lock."""
+    gigabytes in memory. A body slower than `pace` allows is abandoned with BadBody."""
+    pace = pace or Pace()
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
     total = 0
+    raw = 0
     limit = min(cap, gzip_cap) if gzip else cap
+    started = clock()
     more = True
     while more:
+        left = pace.deadline - (clock() - started)
+        wait = min(pace.idle, left)
         try:
-            message = await asyncio.wait_for(receive(), idle_timeout)
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(receive(), wait)
         except asyncio.TimeoutError:
-            raise BadBody(f"request body stalled for {idle_timeout:g} s") from None
+            if wait < pace.idle:
+                raise BadBody(f"request body not complete within the limit of {pace.deadline:g} s") from None
+            raise BadBody(f"request body stalled for {pace.idle:g} s") from None
         if message["type"] == "http.disconnect":
             raise ClientGone()
         data = message.get("body", b"")
         more = message.get("more_body", False)
+        raw += len(data)
+        elapsed = clock() - started
+        if more and pace.min_rate and elapsed > pace.grace and raw < pace.min_rate * elapsed:
+            raise BadBody(f"request body arrives at {raw / elapsed:.0f} bytes/s, below the minimum of "
+                          f"{pace.min_rate} bytes/s")
         pieces = [data] if decoder is None else _gunzip(decoder, data)
         for piece in pieces:
             total += len(piece)
@@ -64,15 +94,6 @@ def _gunzip(decoder: Any, data: bytes) -> list[bytes]:
     except zlib.error as exc:
         raise BadBody(f"bad gzip body: {exc}") from None
     return out
-
-
-async def capped(body: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    total = 0
-    async for chunk in body:
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"refs/nostr push exceeds the limit of {limit} bytes")
-        yield chunk
 
 
 def is_gzip(content_encoding: bytes) -> bool:

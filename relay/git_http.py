@@ -15,26 +15,29 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import weakref
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs
 
 import structlog
 
 from config.settings import Settings
 from relay.http import header
-from relay.git_body import BadBody, BodyTooLarge, ClientGone, body_chunks, capped, is_gzip
+from relay.git_body import BadBody, BodyTooLarge, ClientGone, Pace, body_chunks, is_gzip
 from relay.git_io import (
-    CHUNK, client_gone, end_stream, feed_stdin, respond_text, start_stream, stderr_tail, stop_git,
+    CHUNK, client_gone, drain, end_stream, feed_stdin, respond_text, run_git, send_file, spool,
+    start_stream, stderr_tail, stop_git,
 )
 from relay.metrics import DisabledMetrics, MetricsSink
+from relay.push_auth import PushPlan, apply_updates, decide
 from relay.pktline import (
     CommandParser,
     PktLineError,
     RefUpdate,
+    report_status_ok,
     report_status_refusal,
     service_advertisement_header,
 )
@@ -47,9 +50,18 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
-NOSTR_REFS = "refs/nostr/"
+RECEIVE_RESULT = "application/x-git-receive-pack-result"
 _GIT_PATH = re.compile(r"^/(npub1[^/]*)/([^/]*)\.git(/.*)?$")
 _PROTOCOL_HEADER = re.compile(r"^[A-Za-z0-9=:._-]{1,256}$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What happened under the lock: the plan git carried out (None: refused, with why)."""
+
+    plan: PushPlan | None
+    landed: bool
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +74,16 @@ class RepoRef:
     path: Path
 
 
-Authorize = Callable[[RepoRef, list[RefUpdate]], Awaitable[list[str | None]]]
-OnPushed = Callable[[RepoRef, list[RefUpdate]], Awaitable[None]]
+PlanPush = Callable[[RepoRef, list[RefUpdate]], Awaitable[PushPlan]]
+Admit = Callable[[RepoRef, PushPlan], "str | None"]
+OnPushed = Callable[[RepoRef, PushPlan], Awaitable[None]]
 
 
-async def allow_all(repo: RepoRef, updates: list[RefUpdate]) -> list[str | None]:
-    return [None] * len(updates)
+def admit_all(repo: RepoRef, plan: PushPlan) -> str | None:
+    return plan.first_reason
 
 
-async def _ignore(repo: RepoRef, updates: list[RefUpdate]) -> None:
+async def _ignore(repo: RepoRef, plan: PushPlan) -> None:
     return None
 
 
@@ -90,14 +103,30 @@ def parse_git_path(path: str) -> tuple[str, str, str] | None:
 class GitHttp:
     """Smart HTTP endpoints for every repo of one RepoStore."""
 
-    def __init__(self, store: RepoStore, settings: Settings, authorize: Authorize = allow_all,
-                 on_pushed: OnPushed = _ignore, metrics: MetricsSink | None = None) -> None:
+    def __init__(self, store: RepoStore, settings: Settings, plan: PlanPush | None = None,
+                 admit: Admit = admit_all, on_pushed: OnPushed = _ignore,
+                 metrics: MetricsSink | None = None) -> None:
+        """`plan` decides a push against the repo's refs now (called twice: once as the
+        commands arrive, again under the repo lock); `admit` applies per-client limits, once
+        per push; `on_pushed` runs after a push landed, outside the lock. Without `plan`
+        every push is allowed (benchmarks and tests of the transport)."""
         self.store = store
         self.settings = settings
-        self.authorize = authorize
+        self.plan: PlanPush = plan or self._plan_unchecked
+        self.admit = admit
         self.on_pushed = on_pushed
         self.metrics: MetricsSink = metrics or DisabledMetrics()
-        self._locks: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._background: set[asyncio.Task[None]] = set()
+        self.pace = Pace(settings.git_body_idle_timeout_s, settings.git_body_deadline_s,
+                         settings.git_body_min_rate_bytes_s, settings.git_body_min_rate_grace_s)
+
+    async def _plan_unchecked(self, repo: RepoRef, updates: list[RefUpdate]) -> PushPlan:
+        """Any push consistent with the refs here, as if a state said so (no signed events)."""
+        current = self.store.all_refs(repo.path)
+        after = apply_updates(current, [u for u in updates if u.old != u.new])
+        pending = (self.store.all_refs(self.store.pending_path(repo.pubkey, repo.identifier))
+                   if self.store.pending_exists(repo.pubkey, repo.identifier) else {})
+        return decide(current, updates, [("unchecked", after)], {}, pending)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") or scope["path"].encode()
@@ -141,7 +170,7 @@ class GitHttp:
 
     def _body(self, scope: Scope, receive: Receive, cap: int) -> AsyncIterator[bytes]:
         return body_chunks(receive, is_gzip(header(scope, b"content-encoding")), cap, self.settings.max_gzip_bytes,
-                           self.settings.git_body_idle_timeout_s)
+                           self.pace)
 
     def _env(self, scope: Scope, service: str) -> dict[str, str]:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
@@ -190,6 +219,11 @@ class GitHttp:
 
     # --- receive-pack -------------------------------------------------------------------
     async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
+        """A push, in the order that keeps the promise: read the commands; refuse what the
+        rules refuse without any lock; receive the whole body into a spool file (capped, and
+        paced so a dripping client is cut off); then, under the repo's lock only, plan again
+        against the refs as they are now, run git atomically from the file, and compare the
+        refs git left with the plan: anything else is put back."""
         cap = self.settings.max_push_bytes
         length = header(scope, b"content-length")
         if length.isdigit() and int(length) > cap:
@@ -209,54 +243,112 @@ class GitHttp:
         except ClientGone:
             return
         updates = parser.result.updates
-        lock = self._locks.setdefault(repo.path, asyncio.Lock())
-        async with lock:  # authorise and apply against the same refs
-            reasons = await self.authorize(repo, updates) if updates else []
-            if any(reason is not None for reason in reasons):
-                await self._refuse(send, repo, parser, reasons, body)
-                return
-            if all(u.ref.startswith(NOSTR_REFS) for u in updates):
-                # PR refs need no signed state: anyone may push them, so they get a smaller cap
-                body = capped(body, self.settings.nostr_ref_push_max_bytes - len(parser.consumed))
-            cmd = [self.settings.git_binary, "receive-pack", "--stateless-rpc", str(repo.path)]
-            rc = await self._rpc(send, cmd, self._env(scope, "git-receive-pack"), parser.consumed,
-                                 body, "application/x-git-receive-pack-result")
-            if rc != 0:
-                return
-            if not updates:  # the client's "0000" probe before a large push
-                await end_stream(send)
-                return
-            try:
-                applied = [u for u in updates if self._landed(repo, u)]
-                log.info("pushed", repo=str(repo.path), updates=len(updates), applied=len(applied))
-                if applied:
-                    await self.on_pushed(repo, applied)
-            except Exception:
-                log.exception("on_pushed_failed", repo=str(repo.path))
-            finally:
-                await end_stream(send)
-
-    def _landed(self, repo: RepoRef, update: RefUpdate) -> bool:
-        now = self.store.get_ref(repo.path, update.ref)
-        return now is None if update.is_delete else now == update.new
-
-    async def _refuse(self, send: Send, repo: RepoRef, parser: CommandParser,
-                      reasons: list[str | None], body: AsyncIterator[bytes]) -> None:
-        """Answer with a report-status refusal once the body is drained (curl must finish
-        sending before it reads the answer); the drain is capped like a push."""
-        first = next(r for r in reasons if r is not None)
-        log.info("push_refused", repo=str(repo.path), reason=first)
-        try:
-            async for _ in body:
-                pass
-        except (BodyTooLarge, BadBody):
-            pass
-        except ClientGone:
+        if not updates:  # the client's "0000" probe before a large push: git would say nothing
+            await start_stream(send, 200, RECEIVE_RESULT)
+            await end_stream(send)
             return
-        fallback = f"push refused as a whole: {first}"
-        await start_stream(send, 200, "application/x-git-receive-pack-result")
+        plan = await self.plan(repo, updates)
+        refusal = self.admit(repo, plan)
+        if refusal is not None:
+            if await drain(body):
+                await self._answer_refusal(send, repo, parser, plan, refusal)
+            return
+        limit, what = cap, "push"
+        if plan.open_push:
+            # PR refs need no signed state: anyone may push them, so they get a smaller cap
+            limit, what = self.settings.nostr_ref_push_max_bytes, "refs/nostr push"
+        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.settings.spool_dir) as spooled, \
+                tempfile.TemporaryFile(dir=self.settings.spool_dir) as answer:
+            try:
+                head = parser.result.encode(plan.commands, add=("atomic",))
+                received = await spool(spooled, head + parser.rest, body, limit, what,
+                                       already=len(parser.consumed))
+            except (BodyTooLarge, BadBody) as exc:
+                self.metrics.git_operation("receive-pack", "cut", 0, 0)
+                log.warning("git_rpc_cut", cmd="receive-pack", error=type(exc).__name__, detail=str(exc))
+                await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
+                return
+            except ClientGone:
+                return
+            async with self.store.lock(repo.path):
+                outcome = await self._apply(scope, repo, updates, spooled, answer, received)
+            if outcome.plan is None:
+                await self._answer_refusal(send, repo, parser, plan, outcome.refusal or "push refused")
+                return
+            if outcome.landed:
+                try:
+                    await self.on_pushed(repo, outcome.plan)
+                except Exception:
+                    log.exception("on_pushed_failed", repo=str(repo.path))
+                if outcome.plan.target == "served":
+                    self._housekeeping(repo.path)
+            await start_stream(send, 200, RECEIVE_RESULT)
+            if outcome.plan.target == "none":
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": report_status_ok(parser.result)})
+            else:
+                await send_file(send, answer)
+            await end_stream(send)
+
+    def _housekeeping(self, path: Path) -> None:
+        """git's gc --auto after a push, under the repo lock, in the background."""
+        async def run() -> None:
+            async with self.store.lock(path):
+                await asyncio.to_thread(self.store.housekeeping, path)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply(self, scope: Scope, repo: RepoRef, updates: list[RefUpdate],
+                     spooled: BinaryIO, answer: BinaryIO, received: int) -> "_Applied":
+        """Under the repo lock: plan against the refs now, run git, check what it left."""
+        plan = await self.plan(repo, updates)
+        if plan.refused:  # the refs moved while the body arrived
+            log.info("push_refused", repo=str(repo.path), reason=plan.first_reason, when="under lock")
+            return _Applied(None, False, plan.first_reason)
+        if plan.target == "none":  # every command was a no-op
+            return _Applied(plan, False)
+        path = repo.path
+        if plan.target == "pending":
+            path = await asyncio.to_thread(self.store.ensure_pending, repo.pubkey, repo.identifier)
+        spooled.seek(0)
+        # gc runs later under the lock (self._housekeeping), never detached beside a push:
+        # a push that fails removes the packs written meanwhile, which must all be its own
+        cmd = [self.settings.git_binary, "-c", "receive.autogc=false", "receive-pack", "--stateless-rpc",
+               str(path)]
+        packs = await asyncio.to_thread(self.store.packs, path)
+        rc, stderr = await run_git(cmd, self._env(scope, "git-receive-pack"), spooled, answer)
+        left = await asyncio.to_thread(self.store.all_refs, path)
+        if left == dict(plan.expected) and rc == 0:
+            self.metrics.git_operation("receive-pack", "ok", received, answer.tell())
+            log.info("pushed", repo=str(path), updates=len(plan.commands))
+            return _Applied(plan, True)
+        if left == dict(plan.before):  # git refused (its answer says why); nothing moved
+            self.metrics.git_operation("receive-pack", "failed", received, answer.tell())
+            log.warning("git_rpc_failed", cmd="receive-pack", rc=rc, stderr=stderr[-500:])
+            await asyncio.to_thread(self.store.remove_packs_since, path, packs)
+            return _Applied(plan, False)
+        # git did something nobody authorised: the safety net puts the refs back, and the
+        # objects the push brought go with them (under the lock nothing else wrote a pack)
+        restored = await asyncio.to_thread(self.store.restore_refs, path, dict(plan.before))
+        await asyncio.to_thread(self.store.remove_packs_since, path, packs)
+        self.metrics.git_operation("receive-pack", "restored", received, answer.tell())
+        log.error("push_restored", repo=str(path), refs=restored, rc=rc, stderr=stderr[-500:],
+                  request_id=header(scope, b"x-request-id").decode("latin-1") or None,
+                  expected=dict(plan.expected), found=left)
+        return _Applied(None, False, "the refs git left differ from what was authorised; "
+                        "the push was undone")
+
+    async def _answer_refusal(self, send: Send, repo: RepoRef, parser: CommandParser,
+                              plan: PushPlan, first: str) -> None:
+        """A report-status refusing every command, which `git push` prints per ref."""
+        log.info("push_refused", repo=str(repo.path), reason=first)
+        reasons = list(plan.reasons) if plan.refused else [first] * len(plan.updates)
+        await start_stream(send, 200, RECEIVE_RESULT)
         await send({"type": "http.response.body",
-                    "body": report_status_refusal(parser.result, reasons, fallback)})
+                    "body": report_status_refusal(parser.result, reasons, f"push refused as a whole: {first}")})
 
     # --- streaming a stateless RPC ------------------------------------------------------
     async def _rpc(self, send: Send, cmd: list[str], env: dict[str, str], prefix: bytes,

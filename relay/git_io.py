@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from relay.cors import cors_headers
+from relay.git_body import BadBody, BodyTooLarge, ClientGone
 from relay.http import respond
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -31,6 +32,7 @@ async def feed_stdin(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIter
             stdin.write(chunk)
             written += len(chunk)
             await stdin.drain()
+        return written
     except (BrokenPipeError, ConnectionResetError):
         return written
     finally:
@@ -90,3 +92,63 @@ async def respond_text(send: Send, status: int, text: str,
                        extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """A complete plain-text answer (errors and 204s), CORS headers included."""
     await respond(send, status, text.encode(), extra=[*NO_CACHE, *(extra or [])])
+
+
+async def spool(dest: BinaryIO, head: bytes, body: AsyncIterator[bytes], limit: int, what: str,
+                already: int = 0) -> int:
+    """Write `head`, then the rest of the body, to `dest`; raise BodyTooLarge once the client
+    sent more than `limit` bytes (`already` of them before the rest of the body). A push is
+    received whole before its repo is locked: a client that drips must not hold the lock,
+    only its own connection. Page-cache writes of 64 KiB take microseconds: done on the loop.
+    Returns the bytes the client sent."""
+    total = already
+    if total > limit:
+        raise BodyTooLarge(f"{what} exceeds the limit of {limit} bytes")
+    dest.write(head)
+    async for chunk in body:
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"{what} exceeds the limit of {limit} bytes")
+        dest.write(chunk)
+    dest.flush()
+    return total
+
+
+async def drain(body: AsyncIterator[bytes]) -> bool:
+    """Read a body to its end without keeping it (curl must finish sending before it reads
+    an answer); False when the client went away meanwhile."""
+    try:
+        async for _ in body:
+            pass
+    except (BodyTooLarge, BadBody):
+        pass
+    except ClientGone:
+        return False
+    return True
+
+
+async def run_git(cmd: list[str], env: dict[str, str], stdin: BinaryIO, stdout: BinaryIO) -> tuple[int, str]:
+    """Run git with files as its stdin and stdout (no Python copy of the pack on the way in,
+    and the answer kept until the push was checked); returns the exit code and the end of
+    stderr."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=stdin, stdout=stdout,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    try:
+        stderr = await stderr_tail(proc.stderr)
+        rc = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return rc, stderr
+
+
+async def send_file(send: Send, source: BinaryIO) -> int:
+    """Stream a file's contents as the body of a started answer; returns the bytes sent."""
+    source.seek(0)
+    sent = 0
+    while data := source.read(CHUNK):
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+        sent += len(data)
+    return sent

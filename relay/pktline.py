@@ -99,6 +99,18 @@ class CommandList:
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
 
+    def encode(self, commands: list[RefUpdate] | tuple[RefUpdate, ...], add: tuple[str, ...] = ()) -> bytes:
+        """The command list git is given: these commands (the effective ones, which may be
+        fewer than the client sent), the client's capabilities plus `add` on the first, and
+        its shallow lines, ending with the flush; whatever followed the client's flush
+        (push options, the pack) comes after unchanged."""
+        caps = " ".join(sorted(self.capabilities | set(add)))
+        lines = [encode(f"shallow {oid}\n") for oid in self.shallow]
+        for i, command in enumerate(commands):
+            text = f"{command.old} {command.new} {command.ref}"
+            lines.append(encode(f"{text}\0{caps}\n" if i == 0 else f"{text}\n"))
+        return b"".join(lines) + FLUSH
+
 
 class CommandParser:
     """Incremental parser of the command list that opens a receive-pack request body.
@@ -118,6 +130,11 @@ class CommandParser:
     @property
     def consumed(self) -> bytes:
         return bytes(self.buffer)
+
+    @property
+    def rest(self) -> bytes:
+        """What came after the command list's flush in the chunks fed so far."""
+        return bytes(self.buffer[self.pos:])
 
     def feed(self, chunk: bytes) -> bool:
         """Add a chunk; returns True once the flush ending the command list was read."""
@@ -140,9 +157,13 @@ class CommandParser:
 
     def _line(self, payload: bytes) -> None:
         text_part, _, caps = payload.partition(b"\0")
-        line = text_part.decode("utf-8", errors="strict").rstrip("\n")
+        try:
+            line = text_part.decode("utf-8", errors="strict").rstrip("\n")
+            cap_text = caps.decode("utf-8", errors="strict").rstrip("\n")
+        except UnicodeDecodeError:
+            raise PktLineError("push command is not valid UTF-8") from None
         if self._first and caps:
-            self.result.capabilities = frozenset(caps.decode().rstrip("\n").split())
+            self.result.capabilities = frozenset(cap_text.split())
         if line.startswith("shallow "):
             self.result.shallow.append(line[8:])
             return
@@ -160,11 +181,21 @@ def report_status_refusal(command_list: CommandList, reasons: list[str | None],
     """A receive-pack result refusing every command, which `git push` prints as
     ` ! [remote rejected] <ref> (<reason>)`. Commands without a reason of their own are
     refused with `fallback` (a push is all-or-nothing here)."""
-    lines = [encode("unpack ok\n")]
+    lines = []
     for update, reason in zip(command_list.updates, reasons, strict=True):
         text = (reason or fallback).replace("\n", " ").strip() or fallback
-        lines.append(encode(f"ng {update.ref} {text}\n"))
-    report = b"".join(lines) + FLUSH
+        lines.append(f"ng {update.ref} {text}\n")
+    return _report(command_list, lines)
+
+
+def report_status_ok(command_list: CommandList) -> bytes:
+    """A receive-pack result accepting every command, for a push whose commands all change
+    nothing (git is not run for it)."""
+    return _report(command_list, [f"ok {update.ref}\n" for update in command_list.updates])
+
+
+def _report(command_list: CommandList, lines: list[str]) -> bytes:
+    report = encode("unpack ok\n") + b"".join(encode(line) for line in lines) + FLUSH
     if command_list.has("side-band-64k"):
         return sideband(1, report) + FLUSH
     if command_list.has("side-band"):

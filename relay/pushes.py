@@ -26,39 +26,40 @@ class PushGate:
         self.relay = relay
         self.nostr_pushes = KeyedWindows(relay.settings.nostr_ref_pushes_per_ip_per_hour, 3600.0)
 
-    def _nostr_push_refusal(self, updates: list[RefUpdate]) -> str | None:
-        """PR-ref pushes need no signed state, so they are rate limited per address."""
-        if not updates or not all(u.ref.startswith(push_auth.NOSTR_PREFIX) for u in updates):
-            return None
-        wait = self.nostr_pushes.take(current_client.get())
-        if not wait:
-            return None
-        limit = self.relay.settings.nostr_ref_pushes_per_ip_per_hour
-        return f"rate-limited: more than {limit} refs/nostr pushes per hour from your address, retry in {int(wait) + 1} s"
+    def admit(self, repo: RepoRef, plan: push_auth.PushPlan) -> str | None:
+        """Once per push, after the rules: the refusal to answer with, or None. Pushes that
+        change no branch or tag need no signed state (refs/nostr, or nothing at all), so
+        they are rate limited per address."""
+        refusal = plan.first_reason
+        if refusal is None and plan.open_push:
+            wait = self.nostr_pushes.take(current_client.get())
+            if wait:
+                limit = self.relay.settings.nostr_ref_pushes_per_ip_per_hour
+                refusal = (f"rate-limited: more than {limit} refs/nostr pushes per hour from your "
+                           f"address, retry in {int(wait) + 1} s")
+        self.relay.metrics.push_authorisation(refusal is None)
+        log.info("push", repo=f"{repo.npub}/{repo.identifier}", refs=[u.ref for u in plan.updates],
+                 result="refused" if refusal else "accepted", reason=refusal)
+        return refusal
 
-    async def authorize(self, repo: RepoRef, updates: list[RefUpdate]) -> list[str | None]:
+    async def plan(self, repo: RepoRef, updates: list[RefUpdate]) -> push_auth.PushPlan:
+        """The push rules applied to what is here now: the repo's refs, its pending PR refs,
+        the maintainers' states and the tips of the PR events we know."""
         relay = self.relay
-        refusal = self._nostr_push_refusal(updates)
-        if refusal is not None:
-            relay.metrics.push_authorisation(False)
-            log.info("push", repo=f"{repo.npub}/{repo.identifier}", result="refused", reason=refusal)
-            return [refusal] * len(updates)
         candidates = [(s.id, nip34.state_refs(s)[0]) for s in await self.candidate_states(repo)]
         tips: dict[str, str] = {}
         for update in updates:
-            event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
             if update.ref.startswith(push_auth.NOSTR_PREFIX):
+                event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
                 known = relay.store.view.get_event(event_id)
                 tip = nip34.pr_tip(known) if known is not None else None
                 if tip:
                     tips[event_id] = tip
-        current = relay.repos.refs(repo.path)
-        verdicts = push_auth.decide(current, updates, candidates, tips)
-        refused = [v for v in verdicts if v]
-        relay.metrics.push_authorisation(not refused)
-        log.info("push", repo=f"{repo.npub}/{repo.identifier}", refs=[u.ref for u in updates],
-                 result="refused" if refused else "accepted", reason=refused[0] if refused else None)
-        return verdicts
+        repos = relay.repos
+        current = repos.all_refs(repo.path)
+        pending = (repos.all_refs(repos.pending_path(repo.pubkey, repo.identifier))
+                   if repos.pending_exists(repo.pubkey, repo.identifier) else {})
+        return push_auth.decide(current, updates, candidates, tips, pending)
 
     async def candidate_states(self, repo: RepoRef) -> list[Event]:
         """States from the owner's maintainer set: all held ones plus the newest served one,
@@ -76,9 +77,11 @@ class PushGate:
         served = [s for s in states if s.id not in held_ids][:1]
         return sorted(held + served, key=lambda s: (-s.created_at, s.id))
 
-    async def on_pushed(self, repo: RepoRef, updates: list[RefUpdate]) -> None:
-        for update in updates:
-            event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
-            if update.ref.startswith(push_auth.NOSTR_PREFIX) and self.relay.store.view.get_event(event_id) is None:
-                await self.relay.purgatory.expect_pr(event_id, repo.pubkey, repo.identifier, update.new)
+    async def on_pushed(self, repo: RepoRef, plan: push_auth.PushPlan) -> None:
+        """A PR ref no event names yet is a placeholder with a deadline; then whatever the
+        new data satisfies is released."""
+        for command in plan.commands:
+            event_id = command.ref.removeprefix(push_auth.NOSTR_PREFIX)
+            if command.ref.startswith(push_auth.NOSTR_PREFIX) and self.relay.store.view.get_event(event_id) is None:
+                await self.relay.purgatory.expect_pr(event_id, repo.pubkey, repo.identifier, command.new)
         await self.relay.purgatory.on_git_data(repo.identifier)

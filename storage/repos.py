@@ -95,9 +95,11 @@ def to_npub(npub_or_hex: str) -> str:
 class RepoStore:
     """All bare repos under one directory."""
 
-    def __init__(self, repos_dir: Path, git_binary: str = "git") -> None:
+    def __init__(self, repos_dir: Path, git_binary: str = "git", pending_dir: Path | None = None) -> None:
         self.repos_dir = Path(repos_dir).resolve()
         self.git_binary = git_binary
+        # refs/nostr pushes land beside the served repos, in repos that are never served
+        self.pending_dir = Path(pending_dir).resolve() if pending_dir else self.repos_dir.parent / "pending"
         self._locks: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def lock(self, path: Path) -> asyncio.Lock:
@@ -147,12 +149,68 @@ class RepoStore:
         return path
 
     def remove(self, npub_or_hex: str, identifier: str) -> None:
-        path = self.path(npub_or_hex, identifier)
-        shutil.rmtree(path, ignore_errors=True)
+        self.remove_pending(npub_or_hex, identifier)
+        _remove_tree(self.path(npub_or_hex, identifier))
+
+    # --- the pending area: refs/nostr pushes nobody has signed yet ---------------------
+    def pending_path(self, npub_or_hex: str, identifier: str) -> Path:
+        """Where `refs/nostr/<id>` pushes to this repo wait until a PR event claims them.
+
+        Anyone may push a PR ref, and protocol v2 serves any object of a repo by id, so
+        those objects must not enter the served repo before a signed event names them. The
+        pending repo borrows the served repo's objects (alternates: the client's pack is
+        thin against what it saw advertised), never the other way round."""
+        served = self.path(npub_or_hex, identifier)
+        return self.pending_dir / served.parent.name / served.name
+
+    def ensure_pending(self, npub_or_hex: str, identifier: str) -> Path:
+        path = self.pending_path(npub_or_hex, identifier)
+        served = self.path(npub_or_hex, identifier)
+        if not (path / "HEAD").is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repo = pygit2.init_repository(str(path), bare=True)
+            repo.config["transfer.unpackLimit"] = 1
+            repo.config["core.logAllRefUpdates"] = False
+            repo.config["receive.autogc"] = False  # removed whole once its refs are claimed or gone
+        info = path / "objects" / "info"
+        info.mkdir(parents=True, exist_ok=True)
+        (info / "alternates").write_text(f"{(served / 'objects').resolve()}\n")
+        return path
+
+    def pending_exists(self, npub_or_hex: str, identifier: str) -> bool:
         try:
-            path.parent.rmdir()  # drop the owner dir once its last repo is gone
-        except OSError:
-            pass
+            return (self.pending_path(npub_or_hex, identifier) / "HEAD").is_file()
+        except BadRepoPath:
+            return False
+
+    def drop_pending_ref(self, npub_or_hex: str, identifier: str, name: str) -> bool:
+        """Remove one waiting PR ref; the pending repo goes with its last ref, and with it
+        every object only unclaimed pushes brought. True when the ref was there."""
+        path = self.pending_path(npub_or_hex, identifier)
+        if not (path / "HEAD").is_file():
+            return False
+        found = self.delete_ref(path, name)
+        if not self.all_refs(path):
+            self.remove_pending(npub_or_hex, identifier)
+        return found
+
+    def remove_pending(self, npub_or_hex: str, identifier: str) -> None:
+        _remove_tree(self.pending_path(npub_or_hex, identifier))
+
+    def remove_empty_pending(self) -> int:
+        """Pending repos left without a ref (a crash between a claim and the removal): gone."""
+        removed = 0
+        if not self.pending_dir.is_dir():
+            return 0
+        for path in self.pending_dir.glob("*/*.git"):
+            try:
+                empty = not self.all_refs(path)
+            except pygit2.GitError:
+                empty = True
+            if empty:
+                _remove_tree(path)
+                removed += 1
+        return removed
 
     async def remove_async(self, npub_or_hex: str, identifier: str) -> None:
         await asyncio.to_thread(self.remove, npub_or_hex, identifier)
@@ -170,6 +228,31 @@ class RepoStore:
             if ref.type == pygit2.enums.ReferenceType.DIRECT:
                 out[name] = str(ref.target)
         return out
+
+    @staticmethod
+    def all_refs(path: Path) -> dict[str, str]:
+        """Every direct ref (any namespace) -> oid: what a push is checked against afterwards."""
+        repo = pygit2.Repository(str(path))
+        out: dict[str, str] = {}
+        for name in repo.references:
+            ref = repo.references[name]
+            if ref.type == pygit2.enums.ReferenceType.DIRECT:
+                out[name] = str(ref.target)
+        return out
+
+    @staticmethod
+    def restore_refs(path: Path, before: dict[str, str]) -> list[str]:
+        """Put every ref back as it was in `before` (complete map); returns the refs changed.
+        The objects are there: they were before."""
+        repo = pygit2.Repository(str(path))
+        now = RepoStore.all_refs(path)
+        changed = sorted(name for name in set(now) | set(before) if now.get(name) != before.get(name))
+        for name in changed:
+            if name in before:
+                repo.references.create(name, pygit2.Oid(hex=before[name]), force=True)
+            else:
+                repo.references.delete(name)
+        return changed
 
     @staticmethod
     def get_ref(path: Path, name: str) -> str | None:
@@ -231,6 +314,24 @@ class RepoStore:
 
     # --- objects ----------------------------------------------------------------------
     @staticmethod
+    def packs(path: Path) -> set[str]:
+        """The pack files now (every push is kept as one pack: transfer.unpackLimit=1)."""
+        pack_dir = path / "objects" / "pack"
+        return {p.name for p in pack_dir.iterdir()} if pack_dir.is_dir() else set()
+
+    @classmethod
+    def remove_packs_since(cls, path: Path, before: set[str]) -> list[str]:
+        """Remove the pack files written after `before` was taken: the objects of a push
+        whose refs did not land (or were put back) must not stay servable by id. Only safe
+        under the repo lock, where nothing else writes objects into this repo."""
+        removed = sorted(cls.packs(path) - before)
+        for name in removed:
+            (path / "objects" / "pack" / name).unlink(missing_ok=True)
+        if removed:
+            log.warning("packs_removed", repo=str(path), files=removed)
+        return removed
+
+    @staticmethod
     def missing(path: Path, oids: object) -> set[str]:
         """Which of these oids have no object here (malformed oids count as missing)."""
         repo = pygit2.Repository(str(path))
@@ -260,9 +361,11 @@ class RepoStore:
         cmd = [
             self.git_binary, "-C", str(dst_path),
             "-c", "protocol.version=2",
-            # git's own housekeeping (gc --auto, in the background) runs after the copy as it
-            # does after a push: a repo only ever updated by sync would otherwise gather a
-            # pack per release, and every clone would search them all
+            # git's own housekeeping (gc --auto) runs after the copy as it does after a push: a
+            # repo only ever updated by sync would otherwise gather a pack per release, and
+            # every clone would search them all. Not detached: callers hold the repo lock, and
+            # a failed push removes the packs written while it held it, which must be its own
+            "-c", "gc.autoDetach=false",
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
             str(src_path), *needed,
         ]
@@ -273,8 +376,24 @@ class RepoStore:
             raise RepoError(f"copy from {src_path} failed: {err[-500:]}")
         log.info("objects_copied", src=str(src_path), dst=str(dst_path), tips=len(needed))
 
+    def housekeeping(self, path: Path) -> None:
+        """git's `gc --auto` (nothing unless packs or loose objects piled up), in the
+        foreground: run it under the repo lock, like every other writer of packs."""
+        cmd = [self.git_binary, "-C", str(path), "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+        if proc.returncode != 0:
+            log.warning("housekeeping_failed", repo=str(path), stderr=proc.stderr.decode(errors="replace")[-300:])
+
     async def copy_objects_async(self, src_path: Path, dst_path: Path, oids: list[str]) -> None:
         await asyncio.to_thread(self.copy_objects, src_path, dst_path, oids)
 
     async def set_refs_async(self, path: Path, refs: dict[str, str], head: str | None) -> None:
         await asyncio.to_thread(self.set_refs, path, refs, head)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()  # drop the owner dir once its last repo is gone
+    except OSError:
+        pass

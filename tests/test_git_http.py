@@ -61,15 +61,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = RepoStore(settings.repos_dir, settings.git_binary)
     policy = Policy()
 
-    async def authorize(repo: RepoRef, updates: list[RefUpdate]) -> list[str | None]:
+    async def plan(repo: RepoRef, updates: list[RefUpdate]) -> push_auth.PushPlan:
         if policy.allow_all:
-            return [None] * len(updates)
-        return push_auth.decide(store.refs(repo.path), updates, policy.candidates)
+            return await unchecked(repo, updates)
+        pending = store.pending_path(repo.pubkey, repo.identifier)
+        pending_refs = store.all_refs(pending) if (pending / "HEAD").is_file() else {}
+        return push_auth.decide(store.all_refs(repo.path), updates, policy.candidates, {}, pending_refs)
 
-    async def on_pushed(repo: RepoRef, updates: list[RefUpdate]) -> None:
-        policy.pushed.append((repo, updates))
+    async def on_pushed(repo: RepoRef, plan: push_auth.PushPlan) -> None:
+        policy.pushed.append((repo, list(plan.commands)))
 
-    git = GitHttp(store, settings, authorize=authorize, on_pushed=on_pushed)
+    git = GitHttp(store, settings, plan=plan, on_pushed=on_pushed)
+    unchecked = GitHttp(store, settings).plan
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         parsed = parse_git_path(scope["raw_path"].decode("latin-1"))
@@ -196,7 +199,11 @@ def test_nostr_ref_push_and_other_namespace(server: Server, env: dict[str, str],
     server.policy.candidates = []
     pr = "1" * 64
     git(env, "push", "-q", url, f"main:refs/nostr/{pr}", cwd=tmp_path / "w")
-    assert server.store.get_ref(path, f"refs/nostr/{pr}") == ids[-1]
+    # anyone may push a PR ref: it waits in the pending area, not in the served repo
+    assert server.store.get_ref(path, f"refs/nostr/{pr}") is None
+    pending = server.store.pending_path(server.npub, "delta")
+    assert server.store.get_ref(pending, f"refs/nostr/{pr}") == ids[-1]
+    assert server.store.missing(path, [ids[-1]]) == {ids[-1]}
     proc = git(env, "push", url, "main:refs/other/x", cwd=tmp_path / "w", check=False)
     assert proc.returncode != 0 and push_auth.OTHER_NAMESPACE in proc.stderr
 
