@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from purgatory.outbound import check_outbound, is_public, outbound_refusal
+from purgatory.outbound import GIT_SCHEMES, check_clone_url, check_outbound, is_public, outbound_refusal, scheme_refusal
 
 
 @pytest.mark.parametrize("address,public", [
@@ -17,11 +17,39 @@ def test_is_public(address: str, public: bool) -> None:
 
 
 async def test_refusals() -> None:
-    assert "non-public" in (await outbound_refusal("http://127.0.0.1:9/x.git", False) or "")
+    assert "non-public" in (await outbound_refusal("http://127.0.0.1:9/x.git", False, GIT_SCHEMES) or "")
     assert "non-public" in (await outbound_refusal("ws://localhost:9", False) or "")
-    assert await outbound_refusal("http://127.0.0.1:9/x.git", True) is None
-    assert await outbound_refusal("http:///nohost", True) == "URL has no host"
-    assert "cannot resolve" in (await outbound_refusal("https://nonexistent.invalid/x.git", False) or "")
+    assert await outbound_refusal("http://127.0.0.1:9/x.git", True, GIT_SCHEMES) is None
+    assert await outbound_refusal("http:///nohost", True, GIT_SCHEMES) == "URL has no host"
+    assert "cannot resolve" in (await outbound_refusal("https://nonexistent.invalid/x.git", False, GIT_SCHEMES) or "")
+
+
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "file://localhost/srv/repo.git", "ssh://git@example.org/x.git", "git://example.org/x.git",
+    "git@example.org:x/y.git", "example.org:x/y.git", "/srv/git/x.git", "./x.git", "ftp://example.org/x.git",
+    "ws://example.org/x.git", "http:/example.org/x.git", " https://example.org/x.git", "https://exa\tmple.org/x.git",
+    "https://example.org/x\n.git", "ext::sh -c touch% /tmp/pwned",
+])
+async def test_clone_urls_other_than_http_and_https_are_refused_even_with_private_allowed(url: str) -> None:
+    """libgit2 would read all of these (local paths, file://, ssh, scp-like, transports)."""
+    check = await check_clone_url(url, True)
+    assert check.refusal and check.addresses == ()
+    assert scheme_refusal(url, GIT_SCHEMES) == check.refusal
+
+
+async def test_clone_url_refusal_reasons_name_the_rule() -> None:
+    assert (await check_clone_url("ssh://git@example.org/x.git", True)).refusal == \
+        "scheme 'ssh' is not allowed; only http, https"
+    assert "scp-like" in ((await check_clone_url("git@example.org:x/y.git", True)).refusal or "")
+    assert "control characters" in ((await check_clone_url("https://a.example/x\n", True)).refusal or "")
+
+
+async def test_http_and_https_clone_urls_and_ws_peers_pass_the_scheme_rule() -> None:
+    assert (await check_clone_url("HTTP://127.0.0.1:9/x.git", True)).addresses == ("127.0.0.1",)
+    assert (await check_clone_url("https://127.0.0.1:9/x.git", True)).refusal is None
+    assert (await check_outbound("wss://127.0.0.1:9", True)).refusal is None  # the peers' default
+    assert "scheme 'http'" in ((await check_outbound("http://127.0.0.1:9", True)).refusal or "")
+    assert "scheme 'ws'" in ((await check_clone_url("ws://127.0.0.1:9", True)).refusal or "")
 
 
 async def test_check_gives_the_addresses_to_connect_to() -> None:
