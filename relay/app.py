@@ -22,6 +22,7 @@ from relay import policy, ratelimit
 from relay.git_http import GitHttp, parse_git_path
 from relay.peers import PeerSync
 from relay.pushes import PushGate
+from purgatory.integrity_pass import StartupIntegrity
 from purgatory.service import Purgatory
 from purgatory.store_context import StoreSyncContext
 from purgatory.loops import SyncService
@@ -55,6 +56,7 @@ class Relay:
         self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
         self.sync: SyncService | None = None
         self.peers: PeerSync | None = None
+        self.integrity = StartupIntegrity(settings, self.repos, self.metrics)
         self.started_at = time.time()
         self.connections: set[Connection] = set()
         self.trusted_proxies = ratelimit.parse_networks(settings.trusted_proxies)
@@ -76,8 +78,10 @@ class Relay:
         for identifier in await self.store.held_identifiers():
             self.sync.enqueue(identifier, 0)
         log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
+        self.integrity.start(self.store.view)  # a background task: the port opens meanwhile
 
     async def shutdown(self) -> None:
+        await self.integrity.stop()
         if self.peers is not None:
             await self.peers.stop()
         if self.sync is not None:
