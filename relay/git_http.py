@@ -117,6 +117,8 @@ class GitHttp:
         self.on_pushed = on_pushed
         self.metrics: MetricsSink = metrics or DisabledMetrics()
         self._background: set[asyncio.Task[None]] = set()
+        #: per served repo, the packs of landed pushes not yet audited, with the tips before
+        self._audits: dict[Path, list[tuple[set[str], set[str]]]] = {}
         self.pace = Pace(settings.git_body_idle_timeout_s, settings.git_body_deadline_s,
                          settings.git_body_min_rate_bytes_s, settings.git_body_min_rate_grace_s)
 
@@ -292,9 +294,17 @@ class GitHttp:
             await end_stream(send)
 
     def _housekeeping(self, path: Path) -> None:
-        """git's gc --auto after a push, under the repo lock, in the background."""
+        """After a push, in the background and under the repo lock: drop the objects its
+        pack carried that no ref reaches (they would be served by id), then git's gc --auto.
+        Audits queued by several pushes run together, all before gc can merge their packs."""
         async def run() -> None:
             async with self.store.lock(path):
+                audits = self._audits.pop(path, [])
+                if audits:
+                    packs = set().union(*(packs for packs, _ in audits))
+                    dropped = await asyncio.to_thread(self.store.drop_unreachable_in, path, packs, audits[0][1])
+                    if dropped:
+                        self.metrics.git_operation("receive-pack", "unreachable-dropped")
                 await asyncio.to_thread(self.store.housekeeping, path)
 
         task = asyncio.create_task(run())
@@ -324,6 +334,9 @@ class GitHttp:
         if left == dict(plan.expected) and rc == 0:
             self.metrics.git_operation("receive-pack", "ok", received, answer.tell())
             log.info("pushed", repo=str(path), updates=len(plan.commands))
+            if plan.target == "served":
+                new_packs = await asyncio.to_thread(self.store.packs, path)
+                self._audits.setdefault(path, []).append((new_packs - packs, set(plan.before.values())))
             return _Applied(plan, True)
         if left == dict(plan.before):  # git refused (its answer says why); nothing moved
             self.metrics.git_operation("receive-pack", "failed", received, answer.tell())

@@ -319,6 +319,44 @@ class RepoStore:
         pack_dir = path / "objects" / "pack"
         return {p.name for p in pack_dir.iterdir()} if pack_dir.is_dir() else set()
 
+    def drop_unreachable_in(self, path: Path, packs: set[str], old_tips: set[str]) -> int:
+        """Keep of these packs' objects only what the repo's refs now reach; returns how many
+        objects went. An authorised push delivers a signed state's commits, but its pack may
+        carry anything else besides, and protocol v2 would serve that by id: such objects are
+        unsigned data. Objects the refs reached before (`old_tips`) were already here, so only
+        what the refs reach beyond them is kept, in one new pack, and the audited packs are
+        removed. Under the repo lock only, before any gc (which could merge these packs)."""
+        pack_dir = path / "objects" / "pack"
+        stems = sorted({name.rsplit(".", 1)[0] for name in packs if (pack_dir / name).exists()})
+        indexes = [pack_dir / f"{stem}.idx" for stem in stems if (pack_dir / f"{stem}.idx").is_file()]
+        if not indexes:
+            return 0
+        objects: set[str] = set()
+        for idx in indexes:
+            with open(idx, "rb") as handle:
+                out = subprocess.run([self.git_binary, "show-index"], stdin=handle, capture_output=True, check=True)
+            objects.update(line.split()[1].decode() for line in out.stdout.splitlines() if line.strip())
+        present_old = sorted(set(old_tips) - self.missing(path, old_tips))
+        walk = subprocess.run(
+            [self.git_binary, "-C", str(path), "rev-list", "--objects", "--all", "--stdin"],
+            input="".join(f"^{oid}\n" for oid in present_old).encode(), capture_output=True, check=False)
+        if walk.returncode != 0:
+            log.error("pack_audit_failed", repo=str(path), stderr=walk.stderr.decode(errors="replace")[-300:])
+            return 0
+        reachable = {line.split()[0].decode() for line in walk.stdout.splitlines() if line.strip()}
+        extra = objects - reachable
+        if not extra:
+            return 0
+        keep = sorted(objects & reachable)
+        if keep:
+            subprocess.run([self.git_binary, "-C", str(path), "pack-objects", "-q", str(pack_dir / "pack")],
+                           input="".join(f"{oid}\n" for oid in keep).encode(), capture_output=True, check=True)
+        for stem in stems:
+            for leftover in pack_dir.glob(f"{stem}.*"):
+                leftover.unlink(missing_ok=True)
+        log.warning("unreachable_objects_dropped", repo=str(path), objects=len(extra), kept=len(keep))
+        return len(extra)
+
     @classmethod
     def remove_packs_since(cls, path: Path, before: set[str]) -> list[str]:
         """Remove the pack files written after `before` was taken: the objects of a push

@@ -262,3 +262,35 @@ async def test_refs_git_leaves_unauthorised_are_put_back(start_daemon, tmp_path:
         assert '"event": "push_restored"' in daemon.log() and '"level": "error"' in daemon.log()
     finally:
         await client.close()
+
+
+async def test_objects_an_authorised_push_smuggles_in_are_not_served(daemon, tmp_path: Path) -> None:
+    """Anyone may deliver a signed state's commits, and a pack may carry anything besides:
+    what no ref reaches is dropped after the push (protocol v2 would serve it by id)."""
+    client = await Client.connect(daemon.ws_url)
+    try:
+        work, url, tip = await served_repo(client, daemon, tmp_path, "smuggle")
+        new_tip = commit(work, "signed.txt")
+        from tests.daemon import state
+        ok, msg = await client.publish(state(ALICE, "smuggle", {"refs/heads/main": new_tip}))
+        assert ok, msg
+        (work / "payload.bin").write_bytes(b"unsigned payload " + os.urandom(64))
+        payload = git("hash-object", "-w", "payload.bin", cwd=work).stdout.strip()
+        wanted = git("rev-list", "--objects", new_tip, f"^{tip}", cwd=work).stdout.split()
+        ids = [w for w in wanted if len(w) == 40] + [payload]
+        pack = subprocess.run(["git", "pack-objects", "--stdout", "-q"], cwd=work, capture_output=True, check=True,
+                              input="".join(f"{i}\n" for i in ids).encode(), env={**os.environ, **GIT_ENV}).stdout
+        status, answer = raw_post(daemon, f"/{npub_of(ALICE)}/smuggle.git/git-receive-pack",
+                                  commands((tip, new_tip, "refs/heads/main")) + pack)
+        assert status == 200 and b"ok refs/heads/main" in answer, answer
+        assert remote_refs(url)["refs/heads/main"] == new_tip
+        deadline = time.monotonic() + 15
+        while fetchable_by_id(url, payload, tmp_path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not fetchable_by_id(url, payload, tmp_path)
+        assert fetchable_by_id(url, new_tip, tmp_path)
+        git("clone", "-q", url, str(tmp_path / "clone"))
+        assert rev(tmp_path / "clone") == new_tip
+        assert git("fsck", "--no-dangling", cwd=tmp_path / "clone").returncode == 0
+    finally:
+        await client.close()
