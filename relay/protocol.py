@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from storage.event import Event, EventError
-from storage.filters import Filter, FilterError
+from storage.event import Event, EventError, is_hex
+from storage.filters import Filter, FilterError, encodable, shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +82,14 @@ class Session:
     def receive(self, text: str | bytes) -> Request:
         if len(text) > self.limits.max_message_bytes:
             return Reply(notice(f"invalid: message is larger than {self.limits.max_message_bytes} bytes"))
-        try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return Reply(notice("invalid: message is not valid JSON"))
+        message, problem = decode(text)
+        if problem is not None:
+            return Reply(notice(problem))
         if not isinstance(message, list) or not message or not isinstance(message[0], str):
             return Reply(notice("invalid: message must be a JSON array starting with a type string"))
         handler = _HANDLERS.get(message[0])
         if handler is None:
-            return Reply(notice(f"invalid: unsupported message type {message[0]!r}"))
+            return Reply(notice(f"invalid: unsupported message type {shown(message[0])}"))
         return handler(self, message)
 
     # --- per message type ---------------------------------------------------------------
@@ -98,7 +97,9 @@ class Session:
         if len(message) != 2:
             return Reply(notice("invalid: EVENT takes exactly one event"))
         raw = message[1]
-        event_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else ""
+        # only an id that could be one is echoed in OK; anything else (a lone surrogate, 200 kB
+        # of text) gets a NOTICE, so an answer is always a valid, small frame
+        event_id = raw.get("id") if isinstance(raw, dict) and is_hex(raw.get("id"), 64) else ""
         try:
             event = Event.from_dict(raw)
             self._check_limits(event)
@@ -140,6 +141,8 @@ class Session:
         sub_id = message[1]
         if not sub_id or len(sub_id) > self.limits.max_subid_length:
             return Reply(notice(f"invalid: subscription id must be 1 to {self.limits.max_subid_length} characters"))
+        if not encodable(sub_id):
+            return Reply(notice("invalid: subscription id is not valid Unicode (a lone surrogate)"))
         raw_filters = message[2:]
         if not raw_filters:
             return Reply(closed(sub_id, f"invalid: {verb} needs at least one filter"))
@@ -152,11 +155,30 @@ class Session:
         return sub_id, filters
 
 
+def decode(text: str | bytes) -> tuple[Any, str | None]:
+    """Parse one frame; (value, None), or (None, the NOTICE text) for anything json refuses.
+
+    The stdlib decoder is the depth limit: it raises RecursionError past the interpreter's
+    recursion limit (about 1,000 levels) instead of crashing, and ValueError for an integer
+    of more than `sys.get_int_max_str_digits()` (4,300) digits, which also keeps the
+    quadratic int parse of a 256 kB number out of reach. Both used to escape the session and
+    close the connection without an answer."""
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, "invalid: message nests too deeply"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, "invalid: message is not valid JSON"
+    except ValueError:  # int digits limit
+        return None, "invalid: message holds a number with too many digits"
+
+
 def check_limits(event: Event, limits: Limits, now: float) -> None:
     """The per-event limits, for clients and for events synced from other relays alike."""
     if len(event.tags) > limits.max_event_tags:
         raise EventError(f"too many tags (max {limits.max_event_tags})")
-    if len(event.content.encode("utf-8")) > limits.max_content_bytes:
+    # surrogatepass: a lone surrogate is refused by the id check that follows, with a reason
+    if len(event.content.encode("utf-8", "surrogatepass")) > limits.max_content_bytes:
         raise EventError(f"content is longer than {limits.max_content_bytes} bytes")
     if event.created_at > now + limits.max_created_at_future_s:
         raise EventError(f"created_at is more than {limits.max_created_at_future_s} seconds in the future")

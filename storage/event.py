@@ -15,6 +15,8 @@ from typing import Any
 from coincurve import PublicKeyXOnly
 
 _HEX_RUN = re.compile(r"[0-9a-f]*")
+#: SQLite stores INTEGER as a signed 64-bit value; a larger Python int cannot be bound at all
+SQLITE_INT_MAX = 2**63 - 1
 
 
 class EventError(ValueError):
@@ -68,8 +70,8 @@ class Event:
             raise EventError("pubkey must be 64 lowercase hex characters")
         if not is_hex(sig, 128):
             raise EventError("sig must be 128 lowercase hex characters")
-        if type(created_at) is not int or created_at < 0:
-            raise EventError("created_at must be a non-negative integer")
+        if type(created_at) is not int or not 0 <= created_at <= SQLITE_INT_MAX:
+            raise EventError("created_at must be an integer between 0 and 2^63-1")
         if type(kind) is not int or not 0 <= kind <= 65535:
             raise EventError("kind must be an integer between 0 and 65535")
         if not isinstance(content, str):
@@ -114,7 +116,14 @@ class Event:
         wire = f'{{"id":"{self.id}",{head}"tags":{tags},"content":{content},"sig":"{self.sig}"}}'
         object.__setattr__(self, "_json", wire)
         raw = f'[0,"{self.pubkey}",{self.created_at},{self.kind},{tags},{content}]'
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+        try:
+            encoded = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 text holds: such an
+            # event has no NIP-01 id, cannot be stored nor sent, and is refused here, once
+            object.__setattr__(self, "_json", None)
+            raise EventError("strings must be valid Unicode (a lone surrogate such as \\ud800 is not)") from None
+        return hashlib.sha256(encoded).hexdigest()
 
     def verify(self) -> None:
         """Raise EventError unless the id matches the content and the signature is valid."""

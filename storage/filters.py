@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from storage.event import Event, is_hex
+from storage.event import SQLITE_INT_MAX, Event, is_hex
 
 TAG_KEY_PREFIX = "#"
 KNOWN_KEYS = frozenset({"ids", "authors", "kinds", "since", "until", "limit", "search"})
@@ -37,10 +37,10 @@ class Filter:
             if key.startswith(TAG_KEY_PREFIX):
                 name = key[1:]
                 if len(name) != 1 or not name.isalpha():
-                    raise FilterError(f"unsupported tag filter {key!r}: only single-letter tags")
+                    raise FilterError(f"unsupported tag filter {shown(key)}: only single-letter tags")
                 tags.append((name, frozenset(_strings(key, value))))
             elif key not in KNOWN_KEYS:
-                raise FilterError(f"unknown filter key {key!r}")
+                raise FilterError(f"unknown filter key {shown(key)}")
         if "search" in obj:
             raise FilterError("search (NIP-50) is not supported")
         limit = _int_or_none(obj, "limit")
@@ -87,7 +87,30 @@ class Filter:
 def _strings(key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FilterError(f"{key} must be a list of strings")
+    for v in value:
+        if not encodable(v):
+            raise FilterError(f"{key} holds a string that is not valid Unicode (a lone surrogate)")
     return value
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A client's string as quoted in an answer: repr (so lone surrogates are escaped and the
+    frame stays valid UTF-8) and cut short (a 200 kB key must not come back as a 200 kB
+    NOTICE)."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def encodable(text: str) -> bool:
+    """Can `text` be sent or bound as UTF-8? JSON's `\\ud800` escapes decode to lone
+    surrogates, which SQLite and the websocket both refuse, so they are caught while parsing
+    instead of as an exception deep in a query or a send."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _hex_set(obj: dict[str, Any], key: str) -> frozenset[str] | None:
@@ -112,6 +135,6 @@ def _int_or_none(obj: dict[str, Any], key: str) -> int | None:
     if key not in obj:
         return None
     value = obj[key]
-    if type(value) is not int or value < 0:
-        raise FilterError(f"{key} must be a non-negative integer")
+    if type(value) is not int or not 0 <= value <= SQLITE_INT_MAX:
+        raise FilterError(f"{key} must be an integer between 0 and 2^63-1")
     return value

@@ -90,3 +90,49 @@ def test_count_request() -> None:
 
 def test_event_frame_embeds_raw_json() -> None:
     assert event_frame("s", '{"id":"x"}') == '["EVENT","s",{"id":"x"}]'
+
+
+# --- hostile frames: each used to raise out of the session or fail later in SQLite --------
+
+def test_deep_nesting_gets_a_notice() -> None:
+    msg = frame(session().receive("[" * 100_000 + "]" * 100_000))
+    assert msg == ["NOTICE", "invalid: message nests too deeply"]
+
+
+def test_five_thousand_digit_integer_gets_a_notice() -> None:
+    msg = frame(session().receive('["REQ","x",{"since":' + "9" * 5000 + "}]"))
+    assert msg[0] == "NOTICE" and "too many digits" in msg[1]
+
+
+def test_integers_beyond_sqlite_range_are_invalid() -> None:
+    s = session()
+    for key in ("since", "until", "limit"):
+        msg = frame(s.receive(json.dumps(["REQ", "x", {key: 2**63}])))
+        assert msg[:2] == ["CLOSED", "x"] and msg[2].startswith(f"invalid: {key} must be an integer"), msg
+        msg = frame(s.receive(json.dumps(["COUNT", "n", {key: 2**70}])))
+        assert msg[:2] == ["CLOSED", "n"] and msg[2].startswith("invalid:")
+    assert isinstance(s.receive(json.dumps(["REQ", "x", {"since": 2**63 - 1}])), Subscribe)
+    msg = frame(s.receive(json.dumps(["REQ", "x", {"kinds": [2**64]}])))
+    assert msg[0] == "CLOSED" and msg[2].startswith("invalid: kinds")
+    event = sign_event(SECRET, 1, "", [], 1_700_000_000).to_dict()
+    for field_name in ("created_at", "kind"):
+        msg = frame(s.receive(json.dumps(["EVENT", dict(event, **{field_name: 2**64})])))
+        assert msg[:3] == ["OK", event["id"], False] and msg[3].startswith(f"invalid: {field_name}")
+
+
+def test_lone_surrogates_are_invalid_and_answers_stay_encodable() -> None:
+    s = session()
+    event = sign_event(SECRET, 1, "", [], 1_700_000_000).to_dict()
+    for bad in (dict(event, content="\ud800"), dict(event, tags=[["t", "\udfff"]])):
+        msg = frame(s.receive(json.dumps(["EVENT", bad])))
+        assert msg[:3] == ["OK", event["id"], False] and "lone surrogate" in msg[3]
+    msg = frame(s.receive(json.dumps(["REQ", "x", {"#t": ["\ud800"]}])))
+    assert msg[:2] == ["CLOSED", "x"] and msg[2].startswith("invalid:")
+    msg = frame(s.receive(json.dumps(["REQ", "\ud800", {}])))
+    assert msg[0] == "NOTICE" and msg[1].startswith("invalid:")
+    # answers that quote the client (ids, types, keys) must be valid UTF-8 and short
+    for text in (json.dumps(["EVENT", dict(event, id="\ud800")]), json.dumps(["\ud800"]),
+                 json.dumps(["REQ", "x", {"\ud800" * 1000: 1}])):
+        reply = s.receive(text)
+        assert isinstance(reply, Reply) and len(reply.text) < 400
+        reply.text.encode("utf-8")
