@@ -28,10 +28,11 @@ from config.settings import Settings
 from relay.http import header
 from relay.git_body import BadBody, BodyTooLarge, ClientGone, Pace, body_chunks, is_gzip
 from relay.git_io import (
-    CHUNK, client_gone, drain, end_stream, feed_stdin, respond_text, run_git, send_file, spool,
+    CHUNK, client_gone, drain, end_stream, respond_text, run_git, send_file, spool,
     start_stream, stderr_tail, stop_git,
 )
 from relay.metrics import DisabledMetrics, MetricsSink
+from relay.spawn import spawn
 from relay.push_auth import PushPlan, apply_updates, decide
 from relay.pktline import (
     CommandParser,
@@ -197,10 +198,10 @@ class GitHttp:
         env = self._env(scope, service)
         cmd = [self.settings.git_binary, service[4:], "--stateless-rpc", "--advertise-refs",
                str(repo.path)]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env)
-        out, err = await proc.communicate()
+        proc = await spawn(cmd, env)
+        assert proc.stdout and proc.stderr
+        out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+        await proc.wait()
         if proc.returncode != 0:
             log.error("advertise_failed", repo=str(repo.path), stderr=err.decode(errors="replace")[-500:])
             await respond_text(send, 500, "git failed to list the refs\n")
@@ -211,13 +212,25 @@ class GitHttp:
 
     # --- upload-pack --------------------------------------------------------------------
     async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
+        """A fetch: the request (wants and haves) is received whole, capped, into a spool
+        file, so a bad or oversized body is answered 4xx before git runs; then git's pack is
+        streamed out, and git is stopped at once if the client hangs up half way."""
         cap = self.settings.max_gzip_bytes  # wants/haves only: the gzip cap bounds it too
         body = self._body(scope, receive, cap)
-        cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
-        rc = await self._rpc(send, cmd, self._env(scope, "git-upload-pack"), b"", body,
-                             "application/x-git-upload-pack-result", gone=lambda: client_gone(receive))
-        if rc == 0:
-            await end_stream(send)
+        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.settings.spool_dir) as request:
+            try:
+                received = await spool(request, b"", body, cap, "request body")
+            except (BodyTooLarge, BadBody) as exc:
+                self.metrics.git_operation("upload-pack", "cut", 0, 0)
+                await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
+                return
+            except ClientGone:
+                return
+            request.seek(0)
+            cmd = [self.settings.git_binary, "upload-pack", "--stateless-rpc", str(repo.path)]
+            await self._stream_out(send, cmd, self._env(scope, "git-upload-pack"), request, received,
+                                   "application/x-git-upload-pack-result", lambda: client_gone(receive))
 
     # --- receive-pack -------------------------------------------------------------------
     async def _receive_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -363,44 +376,27 @@ class GitHttp:
         await send({"type": "http.response.body",
                     "body": report_status_refusal(parser.result, reasons, f"push refused as a whole: {first}")})
 
-    # --- streaming a stateless RPC ------------------------------------------------------
-    async def _rpc(self, send: Send, cmd: list[str], env: dict[str, str], prefix: bytes,
-                   body: AsyncIterator[bytes], content_type: str,
-                   gone: Callable[[], Awaitable[None]] | None = None) -> int | None:
-        """Run git with the body streamed into stdin while stdout is streamed out; returns
-        git's exit code, or None when the request was cut short (cap, bad body, client gone).
-
-        `gone`, once the body is in, resolves when the client hangs up: a clone abandoned
-        half way then stops git at once instead of packing the rest for nobody. Pushes pass
-        none, as a push whose pack has arrived is worth finishing.
-
-        On exit 0 the response is left open for the caller to end, so a push's follow-up
-        (releasing events, aligning refs) is done before `git push` returns to the user."""
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=CHUNK)
-        assert proc.stdin and proc.stdout and proc.stderr
-        feeder = asyncio.create_task(feed_stdin(proc.stdin, prefix, body))
+    # --- streaming git's answer ---------------------------------------------------------
+    async def _stream_out(self, send: Send, cmd: list[str], env: dict[str, str], stdin: BinaryIO,
+                          received: int, content_type: str, gone: Callable[[], Awaitable[None]]) -> None:
+        """Run git on a received request and stream its stdout to the client as it comes.
+        `gone` resolves when the client hangs up: a clone abandoned half way then stops git
+        at once instead of packing the rest for nobody."""
+        proc = await spawn(cmd, env, stdin=stdin, limit=CHUNK)
+        assert proc.stdout and proc.stderr
         errors = asyncio.create_task(stderr_tail(proc.stderr))
+        watch = asyncio.ensure_future(gone())
         started = False
         sent = 0
         service = cmd[1]
-        watch: asyncio.Future[None] | None = None
         try:
             while True:
                 read = asyncio.ensure_future(proc.stdout.read(CHUNK))
-                if not feeder.done():
-                    await asyncio.wait({read, feeder}, return_when=asyncio.FIRST_COMPLETED)
-                    if feeder.done() and feeder.exception() is not None:
-                        read.cancel()
-                        raise feeder.exception()  # type: ignore[misc]
-                if feeder.done() and gone is not None:
-                    watch = watch or asyncio.ensure_future(gone())
-                    await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
-                    if not read.done():
-                        read.cancel()
-                        raise ClientGone()
-                data = await read
+                await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    raise ClientGone()
+                data = read.result()
                 if not data:
                     break
                 if not started:
@@ -409,30 +405,21 @@ class GitHttp:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 sent += len(data)
             rc = await proc.wait()
-            received = await feeder
-        except (BodyTooLarge, BadBody, ClientGone) as exc:
-            self.metrics.git_operation(service, "cut", 0, sent)
-            await stop_git(proc, kill=gone is not None and isinstance(exc, ClientGone))
-            log.warning("git_rpc_cut", cmd=cmd[1], error=type(exc).__name__, detail=str(exc))
-            if not started and not isinstance(exc, ClientGone):
-                await respond_text(send, 413 if isinstance(exc, BodyTooLarge) else 400, f"{exc}\n")
-            elif started:
-                await end_stream(send)
-            return None
+        except ClientGone:
+            self.metrics.git_operation(service, "cut", received, sent)
+            await stop_git(proc, kill=True)
+            log.warning("git_rpc_cut", cmd=service, error="ClientGone")
+            return
         finally:
-            feeder.cancel()
-            if watch is not None:
-                watch.cancel()
+            watch.cancel()
             await stop_git(proc)
         stderr = await errors
         self.metrics.git_operation(service, "ok" if rc == 0 else "failed", received, sent)
-        if rc == 0:
+        if rc != 0:
+            log.warning("git_rpc_failed", cmd=service, rc=rc, stderr=stderr[-500:])
             if not started:
-                await start_stream(send, 200, content_type)
-            return rc  # the caller ends the response, after its own post-processing
-        log.warning("git_rpc_failed", cmd=cmd[1], rc=rc, stderr=stderr[-500:])
-        if started:
-            await end_stream(send)
-        else:
-            await respond_text(send, 500, "git failed\n")
-        return rc
+                await respond_text(send, 500, "git failed\n")
+                return
+        elif not started:
+            await start_stream(send, 200, content_type)
+        await end_stream(send)

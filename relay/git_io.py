@@ -12,32 +12,12 @@ from typing import Any, BinaryIO
 from relay.cors import cors_headers
 from relay.git_body import BadBody, BodyTooLarge, ClientGone
 from relay.http import respond
+from relay.spawn import GitProcess, spawn
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 CHUNK = 64 * 1024  # one read from a git pipe, one body message to the client
-
-
-async def feed_stdin(stdin: asyncio.StreamWriter, prefix: bytes, body: AsyncIterator[bytes]) -> int:
-    """Copy the request into git's stdin; if git exits early (bad request) stop writing.
-    Returns the bytes written, for the metrics."""
-    written = 0
-    try:
-        if prefix:
-            stdin.write(prefix)
-            written += len(prefix)
-            await stdin.drain()
-        async for chunk in body:
-            stdin.write(chunk)
-            written += len(chunk)
-            await stdin.drain()
-        return written
-    except (BrokenPipeError, ConnectionResetError):
-        return written
-    finally:
-        if not stdin.is_closing():
-            stdin.close()
 
 
 async def stderr_tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:
@@ -54,7 +34,7 @@ async def client_gone(receive: Receive) -> None:
         pass
 
 
-async def stop_git(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
+async def stop_git(proc: GitProcess, kill: bool = False) -> None:
     """Close git's stdin so a half-received pack fails cleanly (git removes its temporary
     pack and updates no ref); kill only if it does not exit by itself soon, or at once when
     asked (an abandoned upload-pack writes nothing that matters)."""
@@ -131,8 +111,7 @@ async def run_git(cmd: list[str], env: dict[str, str], stdin: BinaryIO, stdout: 
     """Run git with files as its stdin and stdout (no Python copy of the pack on the way in,
     and the answer kept until the push was checked); returns the exit code and the end of
     stderr."""
-    proc = await asyncio.create_subprocess_exec(*cmd, stdin=stdin, stdout=stdout,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+    proc = await spawn(cmd, env, stdin=stdin, stdout=stdout)
     assert proc.stderr is not None
     try:
         stderr = await stderr_tail(proc.stderr)

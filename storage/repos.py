@@ -142,8 +142,7 @@ class RepoStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
             log.info("repo_created", path=str(path))
-        for key, value in REPO_CONFIG.items():
-            repo.config[key] = value
+        _apply_config(repo, path, REPO_CONFIG)
         if "uploadpack.allowAnySHA1InWant" in repo.config:
             del repo.config["uploadpack.allowAnySHA1InWant"]
         return path
@@ -169,9 +168,9 @@ class RepoStore:
         if not (path / "HEAD").is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             repo = pygit2.init_repository(str(path), bare=True)
-            repo.config["transfer.unpackLimit"] = 1
-            repo.config["core.logAllRefUpdates"] = False
-            repo.config["receive.autogc"] = False  # removed whole once its refs are claimed or gone
+            # receive.autogc off: the pending repo is removed whole once its refs are claimed or gone
+            _apply_config(repo, path, {"transfer.unpackLimit": 1, "core.logAllRefUpdates": False,
+                                       "receive.autogc": False})
         info = path / "objects" / "info"
         info.mkdir(parents=True, exist_ok=True)
         (info / "alternates").write_text(f"{(served / 'objects').resolve()}\n")
@@ -435,3 +434,27 @@ def _remove_tree(path: Path) -> None:
         path.parent.rmdir()  # drop the owner dir once its last repo is gone
     except OSError:
         pass
+
+
+def _config_text(value: str | bool | int) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _apply_config(repo: pygit2.Repository, path: Path, wanted: dict[str, str | bool | int]) -> None:
+    """Set what differs, in one write of the config file: libgit2 rewrites the whole file
+    for every key set, and a new repo needs all of them."""
+    have = {entry.name.lower(): entry.value for entry in repo.config}
+    missing = {k: v for k, v in wanted.items() if have.get(k.lower()) != _config_text(v)}
+    if not missing:
+        return
+    if len(missing) == 1:
+        key, value = next(iter(missing.items()))
+        repo.config[key] = value
+        return
+    sections: dict[str, list[str]] = {}
+    for key, value in missing.items():
+        section, _, name = key.rpartition(".")
+        sections.setdefault(section, []).append(f"\t{name} = {_config_text(value)}\n")
+    with open(path / "config", "a", encoding="utf-8") as config:
+        for section, lines in sections.items():
+            config.write(f"[{section}]\n{''.join(lines)}")
