@@ -39,13 +39,16 @@ class PeerPlan:
     identifiers: frozenset[str]
     coordinates: frozenset[str]
 
-    def filters(self) -> list[dict[str, Any]]:
-        """Announcements and states by identifier, and everything tagging the repositories."""
+    def filters(self, since: int | None = None) -> list[dict[str, Any]]:
+        """Announcements and states by identifier, and everything tagging the repositories;
+        with `since` (a reconnect) only what is newer than what this peer already gave us."""
         out: list[dict[str, Any]] = []
         for chunk in _chunks(sorted(self.identifiers)):
             out.append({"kinds": [nip34.ANNOUNCEMENT, nip34.STATE], "#d": chunk})
         for chunk in _chunks(sorted(self.coordinates)):
             out.append({"#a": chunk})
+        if since is not None:
+            out = [{**f, "since": since} for f in out]
         return out
 
 
@@ -117,25 +120,31 @@ class PeerSync:
                 self._peers[url] = (plan, task)
 
     async def _follow(self, url: str, plan: PeerPlan) -> None:
-        """Stay subscribed to one peer, reconnecting after a pause when it fails."""
+        """Stay subscribed to one peer, reconnecting after a pause when it fails. A reconnect
+        asks only for what is newer than the newest event this peer gave us that we stored
+        (NIP-01 `since` is inclusive, and duplicates are answered as such), so one bad event
+        or a flaky link never makes the peer replay its whole history."""
+        progress = _Progress()
         while True:
             try:
-                await self._session(url, plan)
+                await self._session(url, plan, progress)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network, protocol or peer errors: pause and retry
                 log.info("peer_disconnected", peer=url, error=str(exc)[:200])
             await asyncio.sleep(self.settings.peer_backoff_s)
 
-    async def _session(self, url: str, plan: PeerPlan) -> None:
+    async def _session(self, url: str, plan: PeerPlan, progress: "_Progress") -> None:
         check = await check_outbound(url, self.settings.outbound_allow_private)
         if check.refusal is not None:
             raise ConnectionRefusedError(f"not following {url}: {check.refusal}")
         async with await self._connect(url, check.addresses) as ws:
-            await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters()]))
-            log.info("peer_subscribed", peer=url, repos=len(plan.coordinates))
+            await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters(progress.since)]))
+            log.info("peer_subscribed", peer=url, repos=len(plan.coordinates), since=progress.since)
             async for message in ws:
-                await self._handle(url, message)
+                stored_at = await self._handle(url, message)
+                if stored_at is not None:
+                    progress.stored(stored_at)
 
     async def _connect(self, url: str, addresses: tuple[str, ...]) -> Any:
         """Open the websocket to one of the checked addresses, in turn (one may be an IPv6
@@ -150,22 +159,38 @@ class PeerSync:
         assert last is not None
         raise last
 
-    async def _handle(self, url: str, message: str | bytes) -> None:
+    async def _handle(self, url: str, message: str | bytes) -> int | None:
+        """One frame from a peer; the created_at of the event when it was stored. A frame
+        that is not a good event is skipped and counted, whatever is wrong with it: the
+        stream moves on."""
         try:
             frame = json.loads(message)
-        except ValueError:
-            return
+        except (ValueError, RecursionError):
+            return None
         if not isinstance(frame, list) or len(frame) < 3 or frame[0] != "EVENT" or frame[1] != SUB_ID:
-            return
+            return None
         try:
             event = Event.from_dict(frame[2])
             check_limits(event, self.relay.limits, time.time())
             event.verify()
-        except EventError as exc:
-            log.info("peer_event_invalid", peer=url, error=str(exc))
-            return
+        except Exception as exc:  # noqa: BLE001 - EventError, or anything a hostile peer found
+            self.relay.metrics.event_rejected(-1, "invalid")
+            log.info("peer_event_invalid", peer=url, error=f"{type(exc).__name__}: {exc}"[:200])
+            return None
         outcome = await self.relay.ingest.publish(event, source="synced")
         log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
+        return event.created_at if outcome.accepted else None
+
+
+@dataclass
+class _Progress:
+    """The newest created_at a peer gave us that we stored (per peer and plan)."""
+
+    since: int | None = None
+
+    def stored(self, created_at: int) -> None:
+        if self.since is None or created_at > self.since:
+            self.since = created_at
 
 
 def _pinned(url: str, addresses: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -37,3 +37,58 @@ def test_filters_are_chunked() -> None:
     filters = PeerPlan(ids, coords).filters()
     assert [len(f.get("#d", f.get("#a"))) for f in filters] == [MAX_VALUES_PER_FILTER, 1, MAX_VALUES_PER_FILTER, 1]
     assert filters[0]["kinds"] == [30617, 30618]
+
+
+# --- a hostile peer relay, through the running daemon ------------------------------------
+async def test_a_bad_event_from_a_peer_is_skipped_and_reconnects_ask_since(start_daemon, tmp_path) -> None:
+    """A peer sends an event the old code could not even parse (a lone surrogate made
+    Event.from_dict raise past its except), then a good one, then drops the connection. The
+    stream moves on past the bad one, and the reconnect asks only for what is newer than the
+    newest stored event, instead of replaying the whole history (which stalled on the same
+    bad event for ever)."""
+    import asyncio
+    import json
+    import time
+
+    import websockets
+
+    from tests.daemon import ALICE, Client, npub_of, pubkey_of, state
+
+    reqs: list[list] = []
+    good = state(ALICE, "peered", {"refs/heads/main": "a" * 40}, created_at=int(time.time()) - 100)
+    bad = good.to_dict() | {"content": "\ud800"}  # json.dumps writes it as the escape "\\ud800"
+
+    async def peer(ws) -> None:
+        async for message in ws:
+            frame = json.loads(message)
+            if frame[0] != "REQ":
+                continue
+            reqs.append(frame)
+            await ws.send(json.dumps(["EVENT", frame[1], bad]))
+            await ws.send(json.dumps(["EVENT", frame[1], good.to_dict()]))
+            await ws.send(json.dumps(["EOSE", frame[1]]))
+            await ws.close()  # and make the relay come back
+
+    async with websockets.serve(peer, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        daemon = start_daemon(peer_refresh_s="0.2", peer_backoff_s="0.2", outbound_allow_private="true",
+                              sync_enabled="false")
+        tags = [["d", "peered"], ["clone", f"{daemon.http_url}/{npub_of(ALICE)}/peered.git"],
+                ["relays", daemon.ws_url, f"ws://127.0.0.1:{port}"]]
+        from storage.event import sign_event
+
+        client = await Client.connect(daemon.ws_url)
+        try:
+            ok, msg = await client.publish(sign_event(ALICE, 30617, "", tags, int(time.time())))
+            assert ok, msg
+            deadline = time.monotonic() + 15
+            while len(reqs) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+    assert len(reqs) >= 3, reqs
+    assert all("since" not in f for f in reqs[0][2:])
+    assert all(f.get("since") == good.created_at for later in reqs[1:] for f in later[2:])
+    log = daemon.log()
+    assert "peer_event_invalid" in log and "Traceback" not in log
+    assert pubkey_of(ALICE) and good.id in log  # the good event went on to the purgatory
