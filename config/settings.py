@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     archive_whitelist: StrList = Field(default_factory=list)
     pubkey_blacklist: StrList = Field(default_factory=list)
 
+    # --- who speaks for a repository (NIP-11 `limitation`) -----------------------------
+    maintainer_walk_max_rounds: int = Field(
+        6, ge=1, le=100, description="levels of maintainer appointment read from a repo's owner "
+        "(the walk runs on unauthenticated requests)")
+    maintainer_walk_max_keys: int = Field(
+        64, ge=1, le=10000, description="distinct keys the maintainer walk considers, the owner included")
+
     # --- purgatory and sync -------------------------------------------------------------
     purgatory_expiry_s: float = Field(1800, gt=0)
     purgatory_sweep_s: float = Field(5, gt=0, description="how often expiry is checked")

@@ -152,11 +152,12 @@ def newest(states: Iterable[Event]) -> Event | None:
 
 
 def choose(owner: str, identifier: str, served: Iterable[Event], held: Iterable[Event],
-           announcement_of: Callable[[str], Event | None]) -> Choice:
+           announcement_of: Callable[[str], Event | None], *, now: float,
+           limits: nip34.WalkLimits = nip34.WalkLimits()) -> Choice:
     """Which served state rules `owner`'s repo `identifier`, and which held states of the
     same maintainers are newer. `announcement_of(pubkey)` is the lookup the purgatory and
     the push gate give `nip34.maintainer_set` (served announcement, else the newest held)."""
-    members = nip34.maintainer_set(owner, identifier, announcement_of)
+    members = nip34.maintainer_set(owner, identifier, announcement_of, now=now, limits=limits)
 
     def ours(events: Iterable[Event]) -> list[Event]:
         return [e for e in events if e.kind == nip34.STATE and e.d_tag == identifier and e.pubkey in members]

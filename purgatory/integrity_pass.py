@@ -147,8 +147,12 @@ class IntegrityPass:
     not clean, or whose release is pending, as soon as it is done."""
 
     def __init__(self, view: StateReader, repos: RepoStore, *, repair: bool, metrics: Any = None,
-                 on_report: Callable[[RepoReport], Awaitable[None] | None] | None = None) -> None:
+                 on_report: Callable[[RepoReport], Awaitable[None] | None] | None = None,
+                 limits: nip34.WalkLimits = nip34.WalkLimits(),
+                 clock: Callable[[], float] = time.time) -> None:
         self.view = view
+        self.limits = limits
+        self.clock = clock
         self.repos = repos
         self.repair = repair
         self.metrics = metrics
@@ -192,7 +196,8 @@ class IntegrityPass:
         served = [s for s in states if s.id in served_ids]
         held = [s for s in states if s.id not in served_ids]
         return integrity.choose(repo.owner, repo.identifier, served, held,
-                                lambda pubkey: self.view.announcement(pubkey, repo.identifier))
+                                lambda pubkey: self.view.announcement(pubkey, repo.identifier),
+                                now=self.clock(), limits=self.limits)
 
     async def check_repo(self, repo: ServedRepo) -> RepoReport:
         try:
@@ -264,7 +269,8 @@ class StartupIntegrity:
         started = time.monotonic()
         try:
             summary = await IntegrityPass(view, self.repos, repair=repair, metrics=self.metrics,
-                                          on_report=log_report).run()
+                                          on_report=log_report,
+                                          limits=nip34.WalkLimits.of(self.settings)).run()
         except asyncio.CancelledError:
             log.info("integrity_pass_cancelled")
             raise

@@ -39,6 +39,7 @@ class Purgatory:
         self.broadcast = broadcast
         self.metrics = metrics
         self.clock = clock
+        self.walk = nip34.WalkLimits.of(settings)
         self.enqueue_sync: Enqueue | None = None  # set when the sync service runs
         self._locks: dict[str, asyncio.Lock] = {}
         self._intake = asyncio.Semaphore(settings.purgatory_intake_concurrency)
@@ -113,7 +114,7 @@ class Purgatory:
         data at once: the state is authoritative for this owner's repo as well. True when
         the repo was aligned with such a state."""
         states = await self._served_states(identifier)
-        members = nip34.maintainer_set(announcement.pubkey, identifier, self._lookup(identifier))
+        members = self.maintainer_set(announcement.pubkey, identifier)
         for state in states:
             if state.pubkey not in members:
                 continue
@@ -174,7 +175,7 @@ class Purgatory:
         served = await self._served_states(identifier)
         lookup = self._lookup(identifier)
         for owner in newest.owners:
-            members = nip34.maintainer_set(owner, identifier, lookup)
+            members = self.maintainer_set(owner, identifier, lookup)
             latest = next((s for s in served if s.pubkey in members), None)
             if latest is not None and _newer(latest, newest.event):
                 log.info("state_superseded", event_id=newest.event.id, by=latest.id, owner=owner)
@@ -316,7 +317,13 @@ class Purgatory:
         return self.announcements(identifier).of
 
     def _owners_of(self, author: str, anns: "Announcements") -> list[str]:
-        return nip34.owners_authorising(author, anns.events, anns.of)
+        return nip34.owners_authorising(author, anns.events, anns.of, now=self.clock(), limits=self.walk)
+
+    def maintainer_set(self, owner: str, identifier: str,
+                       lookup: Callable[[str], Event | None] | None = None) -> frozenset[str]:
+        """The confirmed maintainers of `owner`'s repo now (`nip34.walk_maintainers`)."""
+        return nip34.maintainer_set(owner, identifier, lookup or self._lookup(identifier),
+                                    now=self.clock(), limits=self.walk)
 
     def served_paths(self, identifier: str, anns: "Announcements | None" = None) -> list[Path]:
         anns = anns or self.announcements(identifier)

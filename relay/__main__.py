@@ -128,7 +128,7 @@ def integrity_check(settings: Settings, repair: bool, identifier: str | None) ->
         return EXIT_BAD_CONFIG
     try:
         repos = RepoStore(settings.repos_dir, settings.git_binary)
-        summary = asyncio.run(_integrity_run(view, repos, repair, identifier))
+        summary = asyncio.run(_integrity_run(view, repos, repair, identifier, settings))
     finally:
         view.close()
     structlog.get_logger(__name__).info(
@@ -137,10 +137,13 @@ def integrity_check(settings: Settings, repair: bool, identifier: str | None) ->
     return EXIT_DIFFERENCES if summary.unresolved_repos else 0
 
 
-async def _integrity_run(view: "StoreView", repos: "RepoStore", repair: bool, identifier: str | None) -> "Summary":
+async def _integrity_run(view: "StoreView", repos: "RepoStore", repair: bool, identifier: str | None,
+                         settings: Settings) -> "Summary":
     from purgatory.integrity_pass import IntegrityPass
+    from storage.nip34 import WalkLimits
 
-    return await IntegrityPass(view, repos, repair=repair, on_report=_write_report).run(identifier)
+    return await IntegrityPass(view, repos, repair=repair, on_report=_write_report,
+                               limits=WalkLimits.of(settings)).run(identifier)
 
 
 def _write_report(report: "RepoReport") -> None:

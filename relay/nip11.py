@@ -61,6 +61,10 @@ def relay_information(settings: Settings) -> dict[str, Any]:
             "auth_required": False,
             "payment_required": False,
             "restricted_writes": True,
+            # the maintainer walk runs on unauthenticated requests: deeper or wider keys
+            # are not maintainers here
+            "maintainer_walk_max_rounds": settings.maintainer_walk_max_rounds,
+            "maintainer_walk_max_keys": settings.maintainer_walk_max_keys,
         },
     }
     if is_curating(settings):

@@ -4,6 +4,7 @@ data arrived."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -62,11 +63,12 @@ class PushGate:
         return push_auth.decide(current, updates, candidates, tips, pending)
 
     async def candidate_states(self, repo: RepoRef) -> list[Event]:
-        """States from the owner's maintainer set: all held ones plus the newest served one,
+        """States from the owner's confirmed maintainers: all held ones plus the newest served one,
         newest first, as the protocol allows a push to deliver either."""
         view = self.relay.store.view
         members = nip34.maintainer_set(
-            repo.pubkey, repo.identifier, lambda pk: view.announcement(pk, repo.identifier)
+            repo.pubkey, repo.identifier, lambda pk: view.announcement(pk, repo.identifier),
+            now=time.time(), limits=nip34.WalkLimits.of(self.relay.settings),
         )
         held_ids = {e.event.id for e in await self.relay.store.held(repo.identifier)}
         states = sorted(

@@ -101,8 +101,10 @@ async def test_maintainer_state_authorises_push_and_updates_maintainer_repo(daem
     tip = rev(work)
     client = await Client.connect(daemon.ws_url)
     try:
+        # maintainership is reciprocal (ngit v3): Bob's own announcement names Alice (and
+        # Carol, who will list him later) back
         a_ann = announcement(ALICE, daemon.domain, "shared", maintainers=[pubkey_of(BOB)])
-        b_ann = announcement(BOB, daemon.domain, "shared")
+        b_ann = announcement(BOB, daemon.domain, "shared", maintainers=[pubkey_of(ALICE), pubkey_of(CAROL)])
         assert (await client.publish(a_ann))[0] and (await client.publish(b_ann))[0]
         b_state = state(BOB, "shared", {"refs/heads/main": tip})
         assert (await client.publish(b_state))[1].startswith("purgatory:")

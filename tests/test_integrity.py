@@ -90,25 +90,29 @@ def lookup(*anns: Event):
 
 def test_choose_takes_the_newest_served_state_of_the_maintainer_set() -> None:
     alice, bob = pubkey_of(ALICE), pubkey_of(BOB)
-    anns = lookup(announcement(ALICE, "x", "r", maintainers=[bob]))
+    # Bob is a confirmed maintainer: Alice names him and his own announcement names her back
+    anns = lookup(announcement(ALICE, "x", "r", maintainers=[bob]), announcement(BOB, "x", "r", maintainers=[alice]))
     t = now()
     old = state(ALICE, "r", {MAIN: A}, created_at=t)
     bobs = state(BOB, "r", {MAIN: B}, created_at=t + 1)
     outsider = state(CAROL, "r", {MAIN: C}, created_at=t + 2)
     other_repo = state(ALICE, "other", {MAIN: C}, created_at=t + 3)
-    choice = integrity.choose(alice, "r", [old, bobs, outsider, other_repo], [], anns)
+    choice = integrity.choose(alice, "r", [old, bobs, outsider, other_repo], [], anns, now=now())
     assert choice.state == bobs and choice.newer_held == ()
     # without Bob in the maintainers, Alice's own state rules
-    assert integrity.choose(alice, "r", [old, bobs], [], lookup()).state == old
+    assert integrity.choose(alice, "r", [old, bobs], [], lookup(), now=now()).state == old
+    # Bob only invited (no announcement naming Alice back): Alice's own state rules
+    invited = lookup(announcement(ALICE, "x", "r", maintainers=[bob]), announcement(BOB, "x", "r"))
+    assert integrity.choose(alice, "r", [old, bobs], [], invited, now=now()).state == old
     # no state from the maintainer set at all
-    assert integrity.choose(alice, "r", [outsider], [], anns).state is None
+    assert integrity.choose(alice, "r", [outsider], [], anns, now=now()).state is None
 
 
 def test_choose_breaks_a_created_at_tie_by_the_lowest_id() -> None:
     t = now()
     one, two = state(ALICE, "r", {MAIN: A}, created_at=t), state(ALICE, "r", {MAIN: B}, created_at=t)
     want = min(one, two, key=lambda e: e.id)
-    assert integrity.choose(pubkey_of(ALICE), "r", [one, two], [], lookup()).state == want
+    assert integrity.choose(pubkey_of(ALICE), "r", [one, two], [], lookup(), now=now()).state == want
 
 
 def test_held_states_never_rule_but_a_repo_exactly_at_a_newer_one_is_pending() -> None:
@@ -118,14 +122,14 @@ def test_held_states_never_rule_but_a_repo_exactly_at_a_newer_one_is_pending() -
     newer = state(ALICE, "r", {MAIN: B}, created_at=t + 5)
     older = state(ALICE, "r", {MAIN: C}, created_at=t - 5)
     outsider = state(CAROL, "r", {MAIN: C}, created_at=t + 9)
-    choice = integrity.choose(alice, "r", [served], [newer, older, outsider], lookup())
+    choice = integrity.choose(alice, "r", [served], [newer, older, outsider], lookup(), now=now())
     assert choice.state == served and choice.newer_held == (newer,)
     at_newer = integrity.check({MAIN: B}, MAIN, choice)
     assert at_newer.differences == () and at_newer.pending_state_id == newer.id
     # at an older held state, or at an outsider's: a difference like any other
     assert integrity.check({MAIN: C}, MAIN, choice).differences == (Difference("moved", MAIN, C, A),)
     # no served state at all: a held state of the owner is still only "pending", never authority
-    choice = integrity.choose(alice, "r", [], [newer], lookup())
+    choice = integrity.choose(alice, "r", [], [newer], lookup(), now=now())
     assert choice.state is None and integrity.check({MAIN: B}, MAIN, choice).pending_state_id == newer.id
     assert integrity.check({MAIN: A}, MAIN, choice).differences == (Difference("unsigned", MAIN, A, None),)
 

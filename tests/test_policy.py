@@ -57,11 +57,24 @@ class FakeView:
     def get_event(self, event_id: str) -> Event | None:
         return self.served.get(event_id) or self.held.get(event_id)
 
+    def is_served(self, event_id: str) -> bool:
+        return event_id in self.served
+
     def has_coordinate(self, coordinate: str) -> bool:
         return any(e.coordinate == coordinate for e in self._all())
 
+    def has_served_coordinate(self, coordinate: str) -> bool:
+        return any(e.coordinate == coordinate for e in self.served.values())
+
     def is_referenced(self, event_id: str, coordinate: str | None) -> bool:
-        for e in self._all():
+        return self._referenced(self._all(), event_id, coordinate)
+
+    def is_referenced_by_served(self, event_id: str, coordinate: str | None) -> bool:
+        return self._referenced(list(self.served.values()), event_id, coordinate)
+
+    @staticmethod
+    def _referenced(events: list[Event], event_id: str, coordinate: str | None) -> bool:
+        for e in events:
             for tag in e.tags:
                 if len(tag) > 1 and tag[0] in ("e", "E", "q") and tag[1] == event_id:
                     return True
@@ -79,8 +92,8 @@ def clone_url(who: str, d: str, domain: str = DOMAIN) -> str:
 
 
 def ann(who: str, d: str = "repo", *, clone: bool = True, relay: bool = True,
-        maint: tuple[str, ...] = (), created_at: int = T0) -> Event:
-    tags = [["d", d], ["name", d]]
+        maint: tuple[str, ...] = (), created_at: int = T0, roles: tuple[list[str], ...] = ()) -> Event:
+    tags = [["d", d], ["name", d], *roles]
     tags.append(["clone", "https://github.com/x/y.git"] + ([clone_url(who, d)] if clone else []))
     tags.append(["relays", "wss://relay.example.com"] + ([f"ws://{DOMAIN}"] if relay else []))
     if maint:
@@ -244,10 +257,29 @@ def test_maintainer_exception_off_a_held_announcement_waits_in_purgatory() -> No
 
 
 def test_maintainer_exception_follows_chains() -> None:
-    # A (lists us) names B; B (not listing us) names C; C's announcement resolves through B.
-    view = FakeView().serve(ann("A", maint=("B",)), ann("B", clone=False, relay=False, maint=("C",)))
+    # A (lists us) names B; B (not listing us) names A back and C; C's announcement
+    # resolves through B.
+    view = FakeView().serve(ann("A", maint=("B",)), ann("B", clone=False, relay=False, maint=("A", "C")))
     assert decide(ann("C", clone=False, relay=False), view, CTX).action == "store"
     assert_reject(decide(ann("D", clone=False, relay=False), view, CTX), "blocked")
+
+
+def test_maintainer_exception_does_not_reach_through_an_invited_key() -> None:
+    # B is only invited (its announcement does not name A back): B appoints nobody yet.
+    view = FakeView().serve(ann("A", maint=("B",)), ann("B", clone=False, relay=False, maint=("C",)))
+    assert_reject(decide(ann("C", clone=False, relay=False), view, CTX), "blocked")
+
+
+def test_maintainer_exception_takes_the_announcement_that_confirms_or_steps_down() -> None:
+    # B is named by A: B's own announcement, whatever it says about B, is what resolves it
+    view = FakeView().serve(ann("A", maint=("B",)))
+    back = ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["A"]]])
+    leave = ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["B"], str(T0 - 9), str(T0 - 5)]])
+    assert decide(back, view, CTX).action == "store"
+    assert decide(leave, view, CTX).action == "store"
+    # an announcement A names only as an inactive co-maintainer gets no exception
+    view = FakeView().serve(ann("A", roles=(["m", PK["B"], str(T0 - 9), str(T0 - 5)],)))
+    assert_reject(decide(back, view, CTX), "blocked")
 
 
 def test_maintainer_exception_needs_the_same_identifier() -> None:
@@ -281,19 +313,52 @@ def test_state_by_owner_goes_to_purgatory() -> None:
     assert decide(state("A"), view, CTX) == Verdict("purgatory", PURGATORY_MESSAGE, "repo", PK["A"], (PK["A"],))
 
 
-def test_state_by_listed_maintainer_without_own_announcement() -> None:
+def test_state_by_listed_key_without_own_announcement_is_only_invited() -> None:
     view = FakeView().serve(ann("A", maint=("B",)), ann("C"))
+    assert_reject(decide(state("B"), view, CTX), "invalid", "invited", NPUB["A"], "name a maintainer back")
+
+
+def test_state_by_listed_key_once_it_names_the_owner_back() -> None:
+    view = FakeView().serve(ann("A", maint=("B",))).hold(ann("B", clone=False, relay=False, maint=("A",)))
     verdict = decide(state("B"), view, CTX)
-    assert (verdict.action, verdict.owner, verdict.owners) == ("purgatory", PK["A"], (PK["A"],))
+    assert (verdict.action, verdict.owner, verdict.owners) == ("purgatory", PK["B"], (PK["B"], PK["A"]))
+
+
+def test_takeover_a_listed_keys_fork_does_not_speak_for_the_lister() -> None:
+    # A names B; B already has its own announcement (a fork) that does not name A: B's state
+    # counts for B's repo only, never for A's
+    view = FakeView().serve(ann("A", maint=("B",)), ann("B"))
+    verdict = decide(state("B"), view, CTX)
+    assert (verdict.action, verdict.owners) == ("purgatory", (PK["B"],))
 
 
 def test_state_covers_every_owner_whose_set_holds_the_author_own_repo_first() -> None:
-    view = FakeView().serve(ann("A", maint=("B",)), ann("B", maint=("C",)), ann("D"))
+    view = FakeView().serve(ann("A", maint=("B",)), ann("B", maint=("A", "C")), ann("C", maint=("B",)), ann("D"))
     verdict = decide(state("B"), view, CTX)
     assert verdict.owner == PK["B"]
-    assert set(verdict.owners) == {PK["A"], PK["B"]}
+    assert set(verdict.owners) == {PK["A"], PK["B"], PK["C"]}
     chained = decide(state("C"), view, CTX)
-    assert set(chained.owners) == {PK["A"], PK["B"]}
+    assert chained.owner == PK["C"] and set(chained.owners) == {PK["A"], PK["B"], PK["C"]}
+
+
+def test_state_by_a_stepped_down_maintainer_is_refused() -> None:
+    left = ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["B"], str(T0 - 9), str(T0 - 5)], ["m", PK["A"]]])
+    view = FakeView().serve(ann("A", roles=(["m", PK["B"]],)), left)
+    assert_reject(decide(state("B"), view, CTX), "invalid", "steps you down")
+
+
+def test_role_tag_intervals_are_judged_at_the_policy_clock() -> None:
+    view = FakeView().serve(ann("A", roles=(["m", PK["B"], str(T0 + 100)],)), ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["A"]]]))
+    early = PolicyContext(DOMAIN, clock=lambda: T0)
+    late = PolicyContext(DOMAIN, clock=lambda: T0 + 100)
+    assert_reject(decide(state("B"), view, early), "invalid")
+    assert PK["A"] in decide(state("B"), view, late).owners
+
+
+def test_walk_bounds_come_from_the_settings() -> None:
+    ctx = PolicyContext.from_settings(Settings(domain=DOMAIN, maintainer_walk_max_rounds=2,
+                                               maintainer_walk_max_keys=9))
+    assert ctx.walk == nip34.WalkLimits(2, 9)
 
 
 def test_state_for_other_identifier_is_invalid() -> None:
