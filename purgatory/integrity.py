@@ -14,11 +14,24 @@ event with that `d` whose author is in `nip34.maintainer_set(O, identifier, ...)
 states are not authoritative. A served repo without such a state (an announcement released
 before any state) must have no branches or tags at all, so everything there is unsigned.
 
-One exception keeps the pass from undoing a legitimate update: when the repo is *exactly* at
-a held state of the same maintainers that is newer than the served one, a push has just
-landed (or the relay stopped between landing a push and releasing its state) and the
-purgatory is about to release that state, since its data is here. Such a repo is reported
-as "release pending", not as differing, and is left alone.
+Two exceptions keep the pass from undoing a legitimate update:
+
+- "release pending": when the repo is *exactly* at a held state of the same maintainers
+  that is newer than the served one, a push has just landed (or the relay stopped between
+  landing a push and releasing its state) and the purgatory is about to release that state,
+  since its data is here. Reported, and left alone.
+- "kept": when the repo is *exactly* at a served state of this identifier that is newer
+  than the authoritative one but whose author is not a confirmed maintainer any more. That
+  is how a repo looks after a membership change (a co-maintainer stepped down, was removed,
+  or their announcement stopped naming a maintainer back): the relay never rolls history
+  back on a membership change, the refs stay where a state signed while its author had
+  authority put them, until a confirmed maintainer publishes a newer state (which the
+  purgatory then applies). From the events alone the pass cannot prove that such a state
+  was authoritative for this very repo when it was applied, only that it is signed, served
+  (it was accepted for some repo of this identifier) and newer than every state of the
+  current maintainers; it reports these repos (`integrity_kept`, with the state) so an
+  operator sees them. Pushes never put a repo there on their own: they need a state of the
+  current maintainers.
 
 Only `refs/heads/*`, `refs/tags/*` and HEAD are compared. `refs/nostr/*` refs are pull
 request tips, kept by a separate mechanism (a PR event names each one, and unclaimed ones
@@ -113,11 +126,14 @@ class Difference:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """The states that matter for one owner's repo: the authoritative served one (or None)
-    and the held ones of the same maintainers that are newer than it, newest first."""
+    """The states that matter for one owner's repo: the authoritative served one (or None),
+    the held ones of the same maintainers that are newer than it, and the served ones of
+    other authors that are newer than it (`former`: a repo exactly at one is "kept", see the
+    module docstring), each newest first."""
 
     state: Event | None
     newer_held: tuple[Event, ...] = ()
+    former: tuple[Event, ...] = ()
 
     @property
     def authority(self) -> Authority:
@@ -132,6 +148,8 @@ class Finding:
     state_id: str | None
     differences: tuple[Difference, ...] = ()
     pending_state_id: str | None = None
+    #: The newer served state of a former maintainer the repo is exactly at (left alone).
+    kept_state_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +176,17 @@ def choose(owner: str, identifier: str, served: Iterable[Event], held: Iterable[
     same maintainers are newer. `announcement_of(pubkey)` is the lookup the purgatory and
     the push gate give `nip34.maintainer_set` (served announcement, else the newest held)."""
     members = nip34.maintainer_set(owner, identifier, announcement_of, now=now, limits=limits)
+    served = [e for e in served if e.kind == nip34.STATE and e.d_tag == identifier]
 
     def ours(events: Iterable[Event]) -> list[Event]:
         return [e for e in events if e.kind == nip34.STATE and e.d_tag == identifier and e.pubkey in members]
 
+    def after(events: Iterable[Event]) -> tuple[Event, ...]:
+        later = [s for s in events if state is None or _newer(s, state)]
+        return tuple(sorted(later, key=lambda s: (-s.created_at, s.id)))
+
     state = newest(ours(served))
-    later = [s for s in ours(held) if state is None or _newer(s, state)]
-    return Choice(state, tuple(sorted(later, key=lambda s: (-s.created_at, s.id))))
+    return Choice(state, after(ours(held)), after(s for s in served if s.pubkey not in members))
 
 
 def compare(refs: Mapping[str, str], head: str | None, authority: Authority) -> list[Difference]:
@@ -189,7 +211,8 @@ def compare(refs: Mapping[str, str], head: str | None, authority: Authority) -> 
 
 def check(refs: Mapping[str, str], head: str | None, choice: Choice) -> Finding:
     """Compare a repo with its authoritative state, unless it is exactly at a newer held
-    state of the same maintainers (a release the purgatory has yet to make)."""
+    state of the same maintainers (a release the purgatory has yet to make) or at a newer
+    served state of a former maintainer (kept: no roll-back on a membership change)."""
     authority = choice.authority
     differences = compare(refs, head, authority)
     if not differences:
@@ -197,7 +220,15 @@ def check(refs: Mapping[str, str], head: str | None, choice: Choice) -> Finding:
     for held in choice.newer_held:
         if not compare(refs, head, Authority.of(held)):
             return Finding(authority.state_id, (), held.id)
+    kept = at_state(refs, head, choice.former)
+    if kept is not None:
+        return Finding(authority.state_id, (), kept_state_id=kept.id)
     return Finding(authority.state_id, tuple(differences))
+
+
+def at_state(refs: Mapping[str, str], head: str | None, states: Iterable[Event]) -> Event | None:
+    """The first of `states` whose branches, tags and HEAD the repo has exactly."""
+    return next((s for s in states if not compare(refs, head, Authority.of(s))), None)
 
 
 def plan_repair(refs: Mapping[str, str], differences: Iterable[Difference], missing: set[str]) -> Repair:

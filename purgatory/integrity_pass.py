@@ -70,6 +70,7 @@ class RepoReport:
     blocked: tuple[Difference, ...] = ()
     pending_state_id: str | None = None
     error: str | None = None
+    kept_state_id: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -144,7 +145,8 @@ async def _to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
 
 class IntegrityPass:
     """Check (and with `repair`, align) served repos. `on_report` hears every repo that was
-    not clean, or whose release is pending, as soon as it is done."""
+    not clean, whose release is pending or that is kept at a former maintainer's state, as
+    soon as it is done."""
 
     def __init__(self, view: StateReader, repos: RepoStore, *, repair: bool, metrics: Any = None,
                  on_report: Callable[[RepoReport], Awaitable[None] | None] | None = None,
@@ -182,7 +184,7 @@ class IntegrityPass:
             if not report.clean:
                 summary.reports.append(report)
                 summary.unresolved_repos += report.unresolved
-            if not report.clean or report.pending_state_id is not None:
+            if not report.clean or report.pending_state_id is not None or report.kept_state_id is not None:
                 if self.on_report is not None:
                     maybe = self.on_report(report)
                     if maybe is not None:
@@ -213,7 +215,7 @@ class IntegrityPass:
         refs, head = await asyncio.to_thread(_read, repo.path)
         finding = integrity.check(refs, head, choice)
         report = RepoReport(repo, finding.state_id, finding.differences,
-                            pending_state_id=finding.pending_state_id)
+                            pending_state_id=finding.pending_state_id, kept_state_id=finding.kept_state_id)
         if not self.repair or not finding.differences:
             return report
         plan, after_refs, after_head = await _to_thread_to_the_end(_repair, repo.path, refs, finding.differences)
@@ -235,6 +237,9 @@ def log_report(report: RepoReport) -> None:
     if report.pending_state_id is not None:
         log.info("integrity_release_pending", repo=repo, state=report.pending_state_id,
                  authoritative=report.state_id)
+    if report.kept_state_id is not None:
+        log.info("integrity_kept", repo=repo, state=report.kept_state_id, authoritative=report.state_id,
+                 reason="refs set by a state whose author is no longer a confirmed maintainer")
     if report.error is not None:
         log.error("integrity_check_failed", repo=repo, error=report.error)
     for diff in report.differences:

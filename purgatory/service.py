@@ -18,7 +18,7 @@ from urllib.parse import quote
 import structlog
 
 from config import Settings
-from purgatory import quarantine, release
+from purgatory import integrity, quarantine, release
 from storage import nip34
 from storage.event import Event
 from storage.repos import RepoStore
@@ -105,26 +105,59 @@ class Purgatory:
         return release.PURGATORY_MESSAGE
 
     async def adopt_announcement(self, announcement: Event) -> None:
-        """A served announcement (an update, or a maintainer's) has its repo, with data."""
-        await asyncio.to_thread(self.repos.ensure, announcement.pubkey, announcement.d_tag)
-        await self._adopt_served_state(announcement, announcement.d_tag)
+        """A served announcement (an update, or a maintainer's) has its repo, with data; and
+        it may change who maintains any repo of its identifier (a key confirms, steps down,
+        is added or removed), so every served repo of the identifier follows its maintainers
+        again (`_follow_maintainers`: forward only, never rolled back)."""
+        identifier = announcement.d_tag
+        await asyncio.to_thread(self.repos.ensure, announcement.pubkey, identifier)
+        await self._adopt_served_state(announcement, identifier)
+        states = await self._served_states(identifier)
+        for owner in self.announcements(identifier).owners:
+            if owner != announcement.pubkey and self.store.view.served_announcement(owner, identifier) is not None:
+                await self._follow_maintainers(owner, identifier, states)
 
     async def _adopt_served_state(self, announcement: Event, identifier: str) -> bool:
         """A new owner whose maintainers already have a served state here gets that state's
         data at once: the state is authoritative for this owner's repo as well. True when
-        the repo was aligned with such a state."""
-        states = await self._served_states(identifier)
-        members = self.maintainer_set(announcement.pubkey, identifier)
-        for state in states:
-            if state.pubkey not in members:
-                continue
-            refs, head = nip34.state_refs(state)
-            source = await self.locate(identifier, refs.values())
-            if source is None:
-                return False
-            await self._align(source, self.repos.path(announcement.pubkey, identifier), refs, head)
+        the repo is at such a state afterwards."""
+        return await self._follow_maintainers(announcement.pubkey, identifier, await self._served_states(identifier))
+
+    async def _follow_maintainers(self, owner: str, identifier: str, served: list[Event]) -> bool:
+        """Bring `owner`'s repo to the newest served state of its confirmed maintainers now,
+        when the repo is empty or exactly at an older served state; True when the repo is at
+        that state afterwards.
+
+        Recomputed on every announcement that may change the set, with these limits (the
+        issue's "do not roll back history on a membership change"): a repo exactly at a
+        *newer* served state, set while its author was a maintainer, keeps its refs until a
+        confirmed maintainer publishes a newer state (logged `state_kept`; the integrity pass
+        leaves it alone for the same reason); a repo at no served state at all (a push whose
+        state is being released, or refs moved behind our back) is left to the release and
+        to the integrity pass. New states and pushes follow the new set at once anyway: each
+        decision computes the set afresh."""
+        if not self.repos.exists(owner, identifier):
+            return False
+        members = self.maintainer_set(owner, identifier)
+        latest = next((s for s in served if s.pubkey in members), None)
+        if latest is None:
+            return False
+        path = self.repos.path(owner, identifier)
+        refs_now, head_now = self.repos.refs(path), self.repos.head(path)
+        at = integrity.at_state(refs_now, head_now, served)
+        if at is not None and at.id == latest.id:
             return True
-        return False
+        if at is not None and _newer(at, latest):
+            log.info("state_kept", owner=owner, identifier=identifier, state=at.id, newest_of_maintainers=latest.id)
+            return False
+        if at is None and refs_now:
+            return False
+        refs, head = nip34.state_refs(latest)
+        source = await self.locate(identifier, refs.values())
+        if source is None:
+            return False
+        await self._align(source, path, refs, head)
+        return True
 
     # --- release --------------------------------------------------------------------------
     async def on_git_data(self, identifier: str) -> set[str]:

@@ -44,7 +44,9 @@ released) with the newest served state event of the owner's maintainers, and pri
 per difference: a ref the state does not list (unsigned), a ref elsewhere than the state
 says, a ref of the state that is absent, a HEAD that differs. refs/nostr/* (pull requests)
 are not checked. A repo exactly at a newer held state of the same maintainers is a release
-the purgatory has yet to make and is left alone (logged, not printed).
+the purgatory has yet to make and is left alone (logged, not printed); so is a repo exactly
+at a newer served state whose author is no longer a confirmed maintainer (kept: a membership
+change never rolls history back; logged as integrity_kept).
 
 --repair aligns each repo with its state (deleting unsigned refs) where the state's objects
 are here, and reports the refs it cannot put back. Repairs take the repo's lock, which only
@@ -152,6 +154,9 @@ def _write_report(report: "RepoReport") -> None:
     if report.pending_state_id is not None:
         structlog.get_logger(__name__).info("integrity_release_pending", repo=name,
                                             state=report.pending_state_id, authoritative=report.state_id)
+    if report.kept_state_id is not None:
+        structlog.get_logger(__name__).info("integrity_kept", repo=name, state=report.kept_state_id,
+                                            authoritative=report.state_id)
     if report.error is not None:
         sys.stdout.write(f"{name}: could not be checked or repaired: {report.error}\n")
     for diff in report.differences:

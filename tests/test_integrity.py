@@ -108,6 +108,28 @@ def test_choose_takes_the_newest_served_state_of_the_maintainer_set() -> None:
     assert integrity.choose(alice, "r", [outsider], [], anns, now=now()).state is None
 
 
+def test_a_repo_at_a_former_maintainers_newer_state_is_kept_not_rolled_back() -> None:
+    """Bob's state set the repo; then Bob stopped naming Alice back (or stepped down, or was
+    removed): the repo keeps his refs until a confirmed maintainer publishes a newer state."""
+    alice, bob = pubkey_of(ALICE), pubkey_of(BOB)
+    t = now()
+    alices = state(ALICE, "r", {MAIN: A}, created_at=t)
+    bobs = state(BOB, "r", {MAIN: B}, created_at=t + 1)
+    outsider = state(CAROL, "r", {MAIN: C}, created_at=t + 2)
+    left = lookup(announcement(ALICE, "x", "r", maintainers=[bob]), announcement(BOB, "x", "r"))
+    choice = integrity.choose(alice, "r", [alices, bobs, outsider], [], left, now=now())
+    assert choice.state == alices and choice.former == (outsider, bobs)
+    kept = integrity.check({MAIN: B}, MAIN, choice)
+    assert kept.differences == () and kept.kept_state_id == bobs.id and kept.state_id == alices.id
+    # anything that is not exactly such a state is repaired to the authority as before
+    assert integrity.check({MAIN: B, "refs/heads/x": B}, MAIN, choice).differences
+    assert integrity.check({MAIN: A}, MAIN, choice) == integrity.Finding(alices.id)
+    # a newer state of a confirmed maintainer ends it: the repo must follow that one
+    newer = state(ALICE, "r", {MAIN: C}, created_at=t + 5)
+    choice = integrity.choose(alice, "r", [alices, bobs, newer], [], left, now=now())
+    assert choice.former == () and integrity.check({MAIN: B}, MAIN, choice).differences
+
+
 def test_choose_breaks_a_created_at_tie_by_the_lowest_id() -> None:
     t = now()
     one, two = state(ALICE, "r", {MAIN: A}, created_at=t), state(ALICE, "r", {MAIN: B}, created_at=t)
