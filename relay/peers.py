@@ -56,9 +56,15 @@ def _chunks(values: list[str]) -> list[list[str]]:
     return [values[i:i + MAX_VALUES_PER_FILTER] for i in range(0, len(values), MAX_VALUES_PER_FILTER)]
 
 
-def plan_peers(announcements: list[Event], own_domain: str, max_peers: int) -> dict[str, PeerPlan]:
+def plan_peers(announcements: list[Event], own_domain: str, max_peers: int,
+               waiting: frozenset[str] = frozenset()) -> dict[str, PeerPlan]:
     """Every other relay named by an accepted announcement, with what to ask it for. Relay
-    URLs are taken as written (ws/wss only); at most `max_peers`, the most named first."""
+    URLs are taken as written (ws/wss only); at most `max_peers`, the most named first.
+
+    An announcement still held in the purgatory (its id in `waiting`) adds its identifier
+    (its states and the other maintainers' announcements bring the git data) but not its
+    coordinate: events tagging it would be refused while it anchors nothing. Once it is
+    served the plan differs, so that peer is asked afresh, from the start, for them."""
     wanted: dict[str, tuple[set[str], set[str]]] = {}
     for ann in announcements:
         coordinate = nip34.repo_coordinate(ann.pubkey, ann.d_tag)
@@ -68,8 +74,9 @@ def plan_peers(announcements: list[Event], own_domain: str, max_peers: int) -> d
                 continue
             identifiers, coordinates = wanted.setdefault(url, (set(), set()))
             identifiers.add(ann.d_tag)
-            coordinates.add(coordinate)
-    ranked = sorted(wanted, key=lambda u: (-len(wanted[u][1]), u))[:max_peers]
+            if ann.id not in waiting:
+                coordinates.add(coordinate)
+    ranked = sorted(wanted, key=lambda u: (-len(wanted[u][1]), -len(wanted[u][0]), u))[:max_peers]
     return {u: PeerPlan(frozenset(wanted[u][0]), frozenset(wanted[u][1])) for u in ranked}
 
 
@@ -96,17 +103,19 @@ class PeerSync:
     async def _plan_forever(self) -> None:
         while True:
             try:
-                self._apply(plan_peers(await self._announcements(), self.settings.domain,
-                                       self.settings.max_peer_relays))
+                announcements, waiting = await self._announcements()
+                self._apply(plan_peers(announcements, self.settings.domain, self.settings.max_peer_relays,
+                                       waiting))
             except Exception:  # a failed round is retried at the next refresh
                 log.exception("peer_plan_failed")
             await asyncio.sleep(self.settings.peer_refresh_s)
 
-    async def _announcements(self) -> list[Event]:
+    async def _announcements(self) -> tuple[list[Event], frozenset[str]]:
+        """Accepted announcements (served, then held) and the ids of the held ones."""
         store = self.relay.store
         served = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}))], self.settings.max_limit)
         held = [e.event for e in await store.held() if e.event.kind == nip34.ANNOUNCEMENT]
-        return served + held
+        return served + held, frozenset(e.id for e in held)
 
     def _apply(self, plans: dict[str, PeerPlan]) -> None:
         for url in list(self._peers):

@@ -7,24 +7,44 @@ event on to the next rule, and `decide` runs them in order. The rules read the w
 Choices the protocol leaves open (see grasp-protocol.md, "Which events are accepted"):
 
 - The pubkey blacklist applies to every kind, before anything else.
+- Who maintains a repo is `nip34.walk_maintainers` (the ngit v3 model: role tags,
+  reciprocal confirmation, stepping down, a bounded walk), judged at `ctx.clock()`, with
+  `ctx.walk` as bounds. Nothing here computes maintainers on its own.
 - Announcements: accepted when they list us in both `clone` and `relays`, when the archive
-  whitelist names them, or when the author is in the recursive maintainer set of another
-  accepted announcement with the same identifier. Accepted ones go to the purgatory, except
-  an update of an announcement we already serve (its repo is live: metadata changes must not
-  make it vanish) and a maintainer-exception announcement hanging off a served one (clients
-  need it to resolve the maintainer chain now, and its git data is the served repo's).
-- States need an announcement for their identifier whose maintainer set holds the author,
-  else `invalid:`; they always go to the purgatory (the caller may release them at once
-  when the git data is already here).
-- PRs (1618) and PR updates (1619) must name a known repository and carry a `c` tip; they go
-  to the purgatory. A PR update finds its repository through its root PR (`E`), falling
+  whitelist names them, or (the maintainer exception) when the walk of another announcement
+  of the same identifier that is hosted here (lists us, or is whitelisted) names the author
+  as confirmed, invited or stepped down, reading the incoming announcement as the author's:
+  it is the one that confirms an invitation or records a departure, so it must get in. A
+  mirror (an exception announcement) vouches for nobody else. Accepted ones go to the
+  purgatory, except an update of an announcement we already serve (its repo is live:
+  metadata changes must not make it vanish) and a maintainer-exception announcement hanging
+  off a served one (clients need it to resolve the maintainer chain now, and its git data
+  is the served repo's).
+- States count for every owner whose confirmed set holds the author, the author's own repo
+  included, and go to the purgatory (the caller may release them at once when the git data
+  is already here). A state that counts for no repo is refused `invalid:` with what is
+  missing: the author is only invited (their own announcement must name a maintainer back),
+  or stepped down, or not named at all. The author's own repo alone does not count when it
+  is only a mirror (their announcement does not list us): otherwise a key that stepped down,
+  or was never confirmed, could still publish states here through the chain it hangs off.
+- PRs (1618) and PR updates (1619) must name a *served* repository and carry a `c` tip; they
+  go to the purgatory. A PR update finds its repository through its root PR (`E`), falling
   back to its own `a` tags.
 - Deletions (kind 5) are stored when they name at least one known event or address of their
   own author: deleting is harmless, but storing deletions of nothing would let anyone
-  park arbitrary kind-5 events here.
+  park arbitrary kind-5 events here. A deleted announcement is no longer served, so it
+  anchors nothing from then on; what was stored about it earlier stays.
 - Ephemeral events are refused: this relay serves a repository graph at rest, not a
   general-purpose fan-out.
-- Everything else is stored when it tags, or is tagged by, an event of the repo graph."""
+- Everything else is stored when it tags, or is tagged by, a *served* event of the repo
+  graph. Only served events anchor: an event that tags only held ones (an announcement, a
+  state or a PR still waiting for git data) is refused `blocked:` with that reason, not held
+  with them. We chose refusing over holding: held events would still take disk for the whole
+  purgatory expiry (the junk-announcement attack: announce, never push, publish 128 KB notes
+  tagging it), clients learn the reason at once and may send again after the push, and peer
+  relays are asked for events tagging a repo only once its announcement is served (see
+  `relay/peers.py`). So an announcement that expires in the purgatory leaves nothing
+  behind: nothing could rest on it."""
 
 from __future__ import annotations
 
@@ -45,15 +65,17 @@ Action = Literal["store", "purgatory", "reject"]
 
 
 class ReadView(Protocol):
-    """What the policy may ask the store. "Known" means stored or held in purgatory."""
+    """What the policy may ask the store. "Known" means stored or held in purgatory;
+    "served" means stored (returned by REQ), not held."""
 
     def announcement(self, pubkey: str, identifier: str) -> Event | None: ...
     def served_announcement(self, pubkey: str, identifier: str) -> Event | None: ...
     def announcements_for(self, identifier: str) -> list[Event]: ...
-    def has_event(self, event_id: str) -> bool: ...
     def get_event(self, event_id: str) -> Event | None: ...
+    def is_served(self, event_id: str) -> bool: ...
     def has_coordinate(self, coordinate: str) -> bool: ...
-    def is_referenced(self, event_id: str, coordinate: str | None) -> bool: ...
+    def has_served_coordinate(self, coordinate: str) -> bool: ...
+    def is_referenced_by_served(self, event_id: str, coordinate: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +315,10 @@ def pull_request_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdi
     coords = _pr_coordinates(event, view)
     if not coords and event.kind == nip34.PR:
         return reject(f"invalid: {name} must tag its repository (a 30617:<pubkey>:<identifier>)")
-    known = [c for c in coords if view.has_coordinate(c)]
+    known = [c for c in coords if view.has_served_coordinate(c)]
     if not known:
+        if any(view.has_coordinate(c) for c in coords):
+            return reject(f"blocked: {name} names no repository served here yet ({WAITING_ANCHOR})")
         return reject(f"blocked: {name} names no repository served here")
     parsed = [p for p in map(nip34.parse_coordinate, known) if p is not None]
     identifier = parsed[0][2]
@@ -314,17 +338,28 @@ def _pr_coordinates(event: Event, view: ReadView) -> list[str]:
     return coords
 
 
+#: Why an event tagging only held events is refused (announcements, states and PRs that
+#: wait for git data anchor nothing until they are served).
+WAITING_ANCHOR = (
+    "what it tags still waits for its git data in the purgatory and anchors nothing until it "
+    "is served; send the event again once the repository has been pushed"
+)
+
+
 def graph_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | None:
-    """Last rule: store what is linked to the repo graph, refuse orphans."""
+    """Last rule: store what is linked to the *served* repo graph, refuse orphans. Held
+    events anchor nothing: a junk announcement that is never pushed must not carry notes."""
     ids, coords = _references(event)
     for coord in coords:
-        if view.has_coordinate(coord):
+        if view.has_served_coordinate(coord):
             return _accept("store", *_repo_of_coordinate(coord))
     for event_id in ids:
-        if view.has_event(event_id):
+        if view.is_served(event_id):
             return _accept("store", *_repo_of_event(event_id, view))
-    if view.is_referenced(event.id, event.coordinate):
+    if view.is_referenced_by_served(event.id, event.coordinate):
         return _accept("store", None, ())
+    if any(view.has_coordinate(c) for c in coords) or any(view.get_event(i) is not None for i in ids):
+        return reject(f"blocked: event tags nothing served here: {WAITING_ANCHOR}")
     return reject("blocked: event does not reference a repository served here")
 
 

@@ -90,12 +90,26 @@ class StoreView:
             "SELECT 1 FROM events WHERE kind=? AND pubkey=? AND d=?", parsed
         ) or self._exists("SELECT 1 FROM held WHERE kind=? AND pubkey=? AND d=?", parsed)
 
+    def has_served_coordinate(self, coordinate: str) -> bool:
+        """A served (not held) replaceable/addressable event at `kind:pubkey:d`: only these
+        anchor other events in the acceptance policy."""
+        parsed = parse_coordinate(coordinate)
+        return parsed is not None and self._exists(
+            "SELECT 1 FROM events WHERE kind=? AND pubkey=? AND d=?", parsed)
+
+    def is_referenced_by_served(self, event_id: str, coordinate: str | None) -> bool:
+        """Does some served event point at this id (e/E/q) or coordinate (a/A/q)?"""
+        return self._referenced(event_id, coordinate, ("tags",))
+
     def is_referenced(self, event_id: str, coordinate: str | None) -> bool:
         """Does some served or held event point at this id (e/E/q) or coordinate (a/A/q)?"""
+        return self._referenced(event_id, coordinate, ("tags", "held_tags"))
+
+    def _referenced(self, event_id: str, coordinate: str | None, tables: tuple[str, ...]) -> bool:
         wanted = [(name, event_id) for name in _ID_TAGS]
         if coordinate:
             wanted += [(name, coordinate) for name in _COORD_TAGS]
-        for table in ("tags", "held_tags"):
+        for table in tables:
             for name, value in wanted:
                 if self._exists(f"SELECT 1 FROM {table} WHERE name=? AND value=? LIMIT 1", (name, value)):
                     return True

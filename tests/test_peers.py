@@ -31,6 +31,15 @@ def test_plan_keeps_the_most_named_peers() -> None:
     assert plan_peers(anns, OWN, max_peers=0) == {}
 
 
+def test_a_held_announcement_is_followed_by_identifier_only_until_served() -> None:
+    held = ann(A, "new", ["wss://peer.example"])
+    waiting = plan_peers([held], OWN, max_peers=10, waiting=frozenset({held.id}))["wss://peer.example"]
+    assert waiting.identifiers == {"new"} and waiting.coordinates == frozenset()
+    assert all("#a" not in f for f in waiting.filters())
+    served = plan_peers([held], OWN, max_peers=10)["wss://peer.example"]
+    assert served.coordinates == {f"30617:{held.pubkey}:new"} and served != waiting  # asked afresh
+
+
 def test_filters_are_chunked() -> None:
     ids = frozenset(f"r{i}" for i in range(MAX_VALUES_PER_FILTER + 1))
     coords = frozenset(f"30617:{'ab' * 32}:{i}" for i in ids)

@@ -417,10 +417,35 @@ def test_deletions() -> None:
 
 
 # --- the repo graph ---------------------------------------------------------------------------
-def test_issue_tagging_a_known_repo_is_stored_with_its_repository() -> None:
-    view = FakeView().hold(ann("A"))
+def test_issue_tagging_a_served_repo_is_stored_with_its_repository() -> None:
+    view = FakeView().serve(ann("A"))
     verdict = decide(ev("B", nip34.ISSUE, [["a", coord("A")], ["p", PK["A"]]]), view, CTX)
     assert (verdict.action, verdict.identifier, verdict.owner) == ("store", "repo", PK["A"])
+
+
+def test_a_held_announcement_anchors_nothing() -> None:
+    # the junk-announcement attack: announce, never push, publish notes tagging it
+    view = FakeView().hold(ann("A"))
+    for event in (ev("B", nip34.ISSUE, [["a", coord("A")]]), ev("B", 1, [["q", coord("A")]], content="x" * 1000),
+                  ev("B", nip34.COMMENT, [["A", coord("A")], ["K", "30617"]])):
+        assert_reject(decide(event, view, CTX), "blocked", "waits for its git data")
+    pr_to_held = ev("B", nip34.PR, [["a", coord("A")], ["c", TIP]])
+    assert_reject(decide(pr_to_held, view, CTX), "blocked", "served here yet")
+    # an event a held event tags is not anchored either
+    note = ev("C", 1, [], content="hello")
+    view.hold(ev("B", nip34.PR, [["a", coord("A")], ["c", TIP], ["q", note.id]]))
+    assert_reject(decide(note, view, CTX), "blocked")
+    # once the announcement is served, the same events are stored
+    view.serve(*view.held.values())
+    assert decide(ev("B", nip34.ISSUE, [["a", coord("A")]]), view, CTX).action == "store"
+    assert decide(note, view, CTX).action == "store"
+
+
+def test_a_held_state_or_pr_anchors_nothing_but_its_served_repo_does() -> None:
+    held_state = state("A")
+    view = FakeView().serve(ann("A")).hold(held_state)
+    assert_reject(decide(ev("B", 1, [["e", held_state.id]]), view, CTX), "blocked", "waits")
+    assert decide(ev("B", 1, [["e", held_state.id], ["a", coord("A")]]), view, CTX).action == "store"
 
 
 def test_orphans_are_blocked() -> None:
@@ -442,10 +467,14 @@ def test_comment_on_a_known_issue_is_stored_with_the_issues_repository() -> None
     assert (verdict.action, verdict.identifier, verdict.owner) == ("store", "repo", PK["A"])
 
 
-def test_status_referencing_a_held_pr_is_stored() -> None:
+def test_status_referencing_a_held_pr_needs_the_served_repo() -> None:
     root = pr("B", [["a", coord("A")], ["c", TIP]])
     view = FakeView().serve(ann("A")).hold(root)
     status = ev("A", nip34.STATUS_CLOSED, [["e", root.id, "", "root"]])
+    assert_reject(decide(status, view, CTX), "blocked", "waits")
+    with_repo = ev("A", nip34.STATUS_CLOSED, [["e", root.id, "", "root"], ["a", coord("A")]])
+    assert decide(with_repo, view, CTX).action == "store"
+    view.serve(root)
     assert decide(status, view, CTX).action == "store"
 
 

@@ -239,6 +239,23 @@ async def test_view_is_referenced(store: EventStore) -> None:
         assert view.is_referenced(other, None)
 
 
+async def test_view_served_anchors_leave_held_events_out(store: EventStore) -> None:
+    """Only served events anchor others (the policy's relatedness rule)."""
+    view = store.view
+    held = announcement("h")
+    await store.hold(held, "h", None, T0 + 100, "client")
+    coord = held.coordinate or ""
+    assert view.has_coordinate(coord) and not view.has_served_coordinate(coord)
+    target = "ab" * 32
+    await store.hold(ev(1618, "pr", [["q", target]]), "h", None, T0 + 100, "client")
+    assert view.is_referenced(target, None) and not view.is_referenced_by_served(target, None)
+    await store.release([held.id])
+    assert view.has_served_coordinate(coord)
+    await store.save(ev(1, "note", [["e", target]]))
+    assert view.is_referenced_by_served(target, None)
+    assert not view.has_served_coordinate("garbage")
+
+
 async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path) -> None:
     """The view keeps announcements and states in memory; after each kind of write its
     answers must equal those of a view that reads SQLite every time."""
