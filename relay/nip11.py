@@ -45,8 +45,14 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "repo_acceptance_criteria": (
             f"Repository announcements (kind 30617) are accepted when they list this service in "
             f"both their clone URLs (http(s)://{domain}/<npub>/<identifier>.git) and their relays "
-            f"(ws(s)://{domain}), or when their author is a maintainer of an accepted announcement "
-            f"with the same identifier. Other events must belong to an accepted repository."
+            f"(ws(s)://{domain}), or when their author is named as a maintainer by an accepted "
+            f"announcement with the same identifier. Maintainers follow the ngit v3 model: the "
+            f"repository's owner, plus every key an active M or m role tag (or, without role tags, "
+            f"the maintainers tag) of a maintainer's announcement names, once that key's own "
+            f"announcement names a maintainer back; moderators (o) and keys that stepped down do "
+            f"not count, and the walk is bounded (limitation.maintainer_walk_max_rounds and "
+            f"maintainer_walk_max_keys). State events count only from maintainers. Other events "
+            f"must tag, or be tagged by, a served event of an accepted repository."
         ),
         "limitation": {
             "max_message_length": settings.max_message_bytes,
