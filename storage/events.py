@@ -5,6 +5,7 @@ Usage:
     store = await EventStore.open(settings.db_path, settings)
     result = await store.save(event)          # committed when this returns
     raws = await store.query_raw(filters, settings.default_limit)
+    end = await store.stream_raw(filters, settings.default_limit, deliver, budget_s=0.5)  # clients
     store.view.has_event(event_id)            # synchronous lookups for the policy
     await store.close()
 
@@ -15,10 +16,11 @@ blocks a write nor the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,16 +29,18 @@ import structlog
 
 from config.settings import Settings
 from storage import held as held_reads
-from storage import write_ops
+from storage import reads, write_ops
 from storage.event import Event, stored_event
 from storage.filters import Filter
-from storage.query import select_count, select_raw
+from storage.query import select_raw
+from storage.reads import Deliver, QueryBudgetExceeded, QueryCancelled, StreamEnd
 from storage.records import HeldEntry, SaveResult, StoreClosed, StoreError
 from storage.schema import open_reader, open_writer
 from storage.view import StoreView
 from storage.writer import Writer
 
-__all__ = ["EventStore", "HeldEntry", "SaveResult", "StoreClosed", "StoreError", "StoreView"]
+__all__ = ["EventStore", "HeldEntry", "QueryBudgetExceeded", "QueryCancelled", "SaveResult", "StoreClosed",
+           "StoreError", "StoreView", "StreamEnd"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -79,6 +83,11 @@ def _fetch_column(conn: sqlite3.Connection, sql: str, params: list[object]) -> l
     return [row[0] for row in conn.execute(sql, params)]
 
 
+def _fetch_planned(conn: sqlite3.Connection, filters: list[Filter], default_limit: int) -> list[str]:
+    built = select_raw(filters, default_limit, lambda sql, params: conn.execute(sql, params).fetchall())
+    return [] if built is None else _fetch_column(conn, *built)
+
+
 class EventStore:
     def __init__(self, path: Path, writer: Writer, readers: _Readers, view: StoreView,
                  background: _Readers | None = None) -> None:
@@ -90,6 +99,7 @@ class EventStore:
         self._background = background or readers
         self.view: StoreView = view
         """Synchronous read-only lookups (served and held) for code on the event loop."""
+        self._guards: set[reads.Guard] = set()  # client reads under way, stopped by close()
 
     @classmethod
     async def open(cls, path: Path, settings: Settings) -> "EventStore":
@@ -106,6 +116,8 @@ class EventStore:
 
     async def close(self) -> None:
         """Commit everything queued, then close the writer, the readers and the view."""
+        for guard in list(self._guards):  # a streaming read may be waiting for this loop
+            guard.interrupt()
         await self._writer.close()
         self._readers.close()
         if self._background is not self._readers:
@@ -123,21 +135,41 @@ class EventStore:
         return result
 
     async def query_raw(self, filters: list[Filter], default_limit: int) -> list[str]:
-        """The stored JSON text of the events matching any filter, newest first."""
-        built = select_raw(filters, default_limit)
-        if built is None:
-            return []
-        return await self._readers.run(_fetch_column, *built)
+        """The stored JSON text of the events matching any filter, newest first. For the
+        relay's own reads (no budget, whole list); clients' REQs use `stream_raw`."""
+        return await self._readers.run(_fetch_planned, filters, default_limit)
 
     async def query(self, filters: list[Filter], default_limit: int) -> list[Event]:
         return [stored_event(raw) for raw in await self.query_raw(filters, default_limit)]
 
-    async def count(self, filters: list[Filter]) -> int:
-        """NIP-45: distinct events matching any filter (limits ignored)."""
-        built = select_count(filters)
-        if built is None:
-            return 0
-        return (await self._readers.run(_fetch_column, *built))[0]
+    async def stream_raw(self, filters: list[Filter], default_limit: int, deliver: Deliver,
+                         budget_s: float | None = None) -> StreamEnd:
+        """A client's REQ: the stored JSON of the matching events, newest first, handed to
+        `deliver` (on the event loop) in batches while SQLite reads them (storage/reads.py).
+        "done": all delivered; "stopped": `deliver` refused a batch (nothing after it is
+        delivered) or the store is closing; "budget": interrupted after `budget_s` of wall
+        time on the reader (what was delivered until then stays delivered)."""
+        async with self._guarded(budget_s) as guard:
+            return await self._readers.run(reads.stream, guard, filters, default_limit, deliver)
+
+    async def count(self, filters: list[Filter], budget_s: float | None = None) -> int:
+        """NIP-45: distinct events matching any filter (limits ignored). Raises
+        QueryBudgetExceeded after `budget_s` of wall time on the reader."""
+        async with self._guarded(budget_s) as guard:
+            return await self._readers.run(reads.count, guard, filters)
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, budget_s: float | None) -> AsyncIterator[reads.Guard]:
+        guard = reads.Guard(asyncio.get_running_loop(), budget_s)
+        self._guards.add(guard)
+        try:
+            yield guard
+        except asyncio.CancelledError:  # the caller went away: free the reader too
+            guard.interrupt()
+            raise
+        finally:
+            guard.disarm()
+            self._guards.discard(guard)
 
     # --- purgatory -----------------------------------------------------------------------
     async def hold(

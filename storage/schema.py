@@ -17,7 +17,10 @@ Layout, and why:
   kinds, NULL otherwise, so "the stored copy of this coordinate" is one index probe.
 - `tags` holds the first value of every single-letter tag (the only tags NIP-01 filters can
   name), with the event's created_at copied in so a `#x` query walks (name, value, created_at)
-  in order and stops at its limit without touching the events it skips.
+  in order and stops at its limit without touching the events it skips. The event's kind is
+  copied too (schema 2): `#t bug` + `kinds` walks (name, value, kind, created_at) instead of
+  every row of `#t bug` (on 1M events, 2 s to return nothing), and a COUNT of a tag (with or
+  without kinds) is answered from that index alone, without reading the events.
 - `raw` is the canonical JSON text, sent to clients as is.
 - The purgatory (`held`, `held_tags`, `expired`, `placeholders`) lives in the same file so a
   release (held -> served) is one transaction.
@@ -26,9 +29,14 @@ Layout, and why:
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -51,9 +59,11 @@ CREATE TABLE IF NOT EXISTS tags (
     event_seq  INTEGER NOT NULL,
     name       TEXT    NOT NULL,
     value      TEXT    NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    kind       INTEGER
 );
 CREATE INDEX IF NOT EXISTS tags_lookup ON tags(name, value, created_at);
+CREATE INDEX IF NOT EXISTS tags_kind ON tags(name, value, kind, created_at);
 CREATE INDEX IF NOT EXISTS tags_event ON tags(event_seq);
 
 -- NIP-09 tombstones: ids an author deleted (refused if they arrive later) and coordinates
@@ -133,9 +143,38 @@ def open_writer(path: Path, synchronous: str) -> sqlite3.Connection:
     if version > SCHEMA_VERSION:
         conn.close()
         raise RuntimeError(f"database schema {version} is newer than this program ({SCHEMA_VERSION})")
+    migrate(conn)
     conn.executescript(SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older version up to this schema, in place and in one
+    transaction (a crash midway leaves the old schema, and the next start tries again).
+
+    Decided by the columns present rather than by `user_version` alone, so a file is judged
+    by what it holds. 1 -> 2: `tags.kind`, filled from `events`, then its index (built by
+    SCHEMA). Measured on 1M events (3.6M tag rows): see bench/README.md."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "tags" not in tables:
+        return  # a new file: SCHEMA creates everything
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tags)")}
+    if "kind" in columns:
+        return
+    started = time.monotonic()
+    log.warning("store_migration_started", step="tags.kind", note="once per store; may take a while")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE tags ADD COLUMN kind INTEGER")
+        conn.execute("UPDATE tags SET kind = (SELECT kind FROM events WHERE events.seq = tags.event_seq)")
+        conn.execute("CREATE INDEX tags_kind ON tags(name, value, kind, created_at)")
+        conn.execute("PRAGMA user_version=2")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    log.warning("store_migration_done", step="tags.kind", seconds=round(time.monotonic() - started, 1))
 
 
 def open_reader(path: Path, *, same_thread: bool = False) -> sqlite3.Connection:

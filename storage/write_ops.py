@@ -96,8 +96,8 @@ def _insert(conn: sqlite3.Connection, event: Event, key: str | None) -> bool:
     tags = index_tags(event)
     if tags:
         conn.executemany(
-            "INSERT INTO tags(event_seq, name, value, created_at) VALUES (?,?,?,?)",
-            [(seq, name, value, event.created_at) for name, value in tags],
+            "INSERT INTO tags(event_seq, name, value, created_at, kind) VALUES (?,?,?,?,?)",
+            [(seq, name, value, event.created_at, event.kind) for name, value in tags],
         )
     return True
 
