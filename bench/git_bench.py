@@ -257,6 +257,35 @@ def bench_workload(label: str, work: Path, servers: dict[str, object], reps: int
     return rows
 
 
+def push_rate(servers: dict[str, object], root: Path, pushers: int, per_pusher: int) -> dict[str, float]:
+    """Pushes per second with `pushers` clients pushing a one-commit repo into fresh repos
+    at once, each `per_pusher` times: what the server costs per push (two HTTP requests, two
+    git processes), not the pack."""
+    small = root / "work-small"
+    if not small.exists():
+        run("git", "init", "-q", "-b", "main", str(small))
+        (small / "a.txt").write_text("a\n")
+        run("git", "add", ".", cwd=small)
+        run("git", "commit", "-q", "-m", "a", cwd=small)
+    rates: dict[str, float] = {}
+    for name, server in servers.items():
+        urls = [[server.new_repo(f"rate-{p}-{i}") for i in range(per_pusher)]  # type: ignore[attr-defined]
+                for p in range(pushers)]
+
+        def pusher(mine: list[str]) -> None:
+            for url in mine:
+                run("git", "push", "-q", url, "main", cwd=small)
+
+        threads = [threading.Thread(target=pusher, args=(mine,)) for mine in urls]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rates[name] = pushers * per_pusher / (time.perf_counter() - started)
+    return rates
+
+
 def parallel_clones_with_ws_latency(work: Path, scratch: Path, clones: int = 4,
                                     probe_interval_s: float = 0.02) -> None:
     """`clones` bare clones of the big repo in parallel from the real daemon (the `grasp-relay`
@@ -314,6 +343,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--commits", type=int, default=5000)
     parser.add_argument("--clones", type=int, default=4, help="parallel clones from grasp-relay (0: skip)")
+    parser.add_argument("--pushers", type=int, default=4, help="parallel pushers for the push rate (0: skip)")
+    parser.add_argument("--pushes", type=int, default=40, help="pushes per pusher for the push rate")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="git-bench-") as tmp:
@@ -331,12 +362,17 @@ def main() -> None:
         try:
             rows = bench_workload(f"{args.mb}MB-random", root / "work-big", servers, args.reps, scratch)
             rows += bench_workload(f"{args.commits}-commits", root / "work-many", servers, args.reps, scratch)
+            rates = push_rate(servers, root, args.pushers, args.pushes) if args.pushers else {}
         finally:
             ours.stop()
             theirs.stop()
         print(f"{'workload':<18}{'op':<7}{'GitHttp s':>11}{'http-backend s':>16}{'ratio':>8}")
         for label, op, a, b in rows:
             print(f"{label:<18}{op:<7}{a:>11.3f}{b:>16.3f}{a / b:>8.2f}")
+        if rates:
+            ours_rate, theirs_rate = rates["githttp"], rates["http-backend"]
+            print(f"\npush rate, {args.pushers} parallel pushers x {args.pushes}: GitHttp {ours_rate:.1f}/s, "
+                  f"http-backend {theirs_rate:.1f}/s, ratio {ours_rate / theirs_rate:.2f}")
         if args.clones:
             parallel_clones_with_ws_latency(root / "work-big", scratch, args.clones)
 

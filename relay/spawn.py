@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 from typing import IO, Any
 
@@ -35,6 +36,7 @@ class GitProcess:
         self.stdout = stdout
         self.stderr = stderr
         self._exited: asyncio.Future[int] | None = None
+        self.transports: list[asyncio.StreamWriter] = []
 
     @property
     def returncode(self) -> int | None:
@@ -73,35 +75,43 @@ def _exit_future(popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
 
 async def spawn(cmd: list[str], env: dict[str, str], stdin: Stdio = DEVNULL, stdout: Stdio = PIPE,
                 stderr: Stdio = PIPE, limit: int = 64 * 1024) -> GitProcess:
-    """Start `cmd`; PIPE ends become asyncio streams, files and DEVNULL are passed as they are."""
-    loop = asyncio.get_running_loop()
-    popen = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, close_fds=True)
+    """Start `cmd`; PIPE ends become asyncio streams, files and DEVNULL are passed as they are.
+
+    The streams run over socket pairs, not pipes: uvloop closes a pipe transport's fd through
+    libuv and then closes the file object it was given as well, a second close of the same
+    number, which in a process with threads (git's housekeeping runs in one) may already
+    belong to a file another thread just opened (seen here: EBADF, and one process's stdin
+    read as another's error pipe). A socket given to a transport is detached instead, and
+    git reads and writes a socket like a pipe."""
+    ends: dict[str, tuple[socket.socket, socket.socket]] = {}
+    for name, wanted in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        if wanted == PIPE:
+            ends[name] = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def child_side(name: str, given: Stdio) -> Stdio:
+        return ends[name][1].fileno() if name in ends else given
+
     try:
-        writer = await _writer(loop, popen.stdin) if stdin == PIPE else None
-        out = await _reader(loop, popen.stdout, limit) if stdout == PIPE else None
-        err = await _reader(loop, popen.stderr, limit) if stderr == PIPE else None
+        popen = subprocess.Popen(cmd, stdin=child_side("stdin", stdin), stdout=child_side("stdout", stdout),
+                                 stderr=child_side("stderr", stderr), env=env, close_fds=True)
+    except BaseException:
+        for ours, theirs in ends.values():
+            ours.close()
+            theirs.close()
+        raise
+    for _, theirs in ends.values():
+        theirs.close()  # the child has its copy
+    streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+    try:
+        for name, (ours, _) in ends.items():
+            streams[name] = await asyncio.open_unix_connection(sock=ours, limit=limit)
     except BaseException:
         popen.kill()
         popen.wait()
         raise
-    return GitProcess(popen, writer, out, err)
-
-
-async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes] | None, limit: int) -> asyncio.StreamReader:
-    assert pipe is not None
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-    return reader
-
-
-async def _writer(loop: asyncio.AbstractEventLoop, pipe: IO[bytes] | None) -> asyncio.StreamWriter:
-    assert pipe is not None
-    transport, protocol = await loop.connect_write_pipe(lambda: _DrainProtocol(loop), pipe)
-    return asyncio.StreamWriter(transport, protocol, None, loop)
-
-
-class _DrainProtocol(asyncio.streams.FlowControlMixin, asyncio.Protocol):
-    """Flow control for a pipe we write to (what asyncio's subprocess transport uses)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
+    proc = GitProcess(popen, streams["stdin"][1] if "stdin" in streams else None,
+                      streams["stdout"][0] if "stdout" in streams else None,
+                      streams["stderr"][0] if "stderr" in streams else None)
+    # a stream's writer owns its transport: dropping it would close the connection early
+    proc.transports = [writer for _, writer in streams.values()]
+    return proc
