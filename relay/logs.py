@@ -40,6 +40,22 @@ class _AccessFilter(logging.Filter):
         return True
 
 
+#: uvicorn's reports of a client's own protocol errors, which it has already answered with a
+#: close frame (1007): logged at error level with a traceback, they would let any client write
+#: tracebacks into the log at will. Kept as one info line each.
+_CLIENT_FAULTS = {"Invalid UTF-8 sequence received from client.": "websocket_invalid_utf8"}
+
+
+class _ClientFaultFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = _CLIENT_FAULTS.get(str(record.msg)) if record.name.startswith("uvicorn") else None
+        if event is not None:
+            record.msg, record.args, record.exc_info, record.exc_text = event, (), None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def _uvicorn_fields(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """uvicorn's access and upgrade lines as fields rather than one formatted string."""
     record = event.get("_record")
@@ -90,6 +106,7 @@ def configure(level: str, fmt: str, access_log: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_AccessFilter(access_log))
+    handler.addFilter(_ClientFaultFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
