@@ -3,11 +3,14 @@ operators can tune it through `GRASP_*` environment variables or a `.env` file."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config import files, values
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -137,11 +140,60 @@ class Settings(BaseSettings):
     nostr_ref_pushes_per_ip_per_hour: int = Field(60, ge=1)
     nostr_ref_push_max_bytes: int = Field(100 * 1024**2, ge=1024)
     trusted_proxies: StrList = Field(default_factory=list)
+    config_file: Path | None = Field(
+        None, description="a GRASP_NAME=value file read at start and again on SIGHUP (the reloadable "
+        "settings take effect without a restart)")
+    access_log: bool = Field(
+        False, description="log every HTTP request and websocket upgrade with the client address")
 
     @field_validator("archive_whitelist", "pubkey_blacklist", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sizes(cls, data: Any) -> Any:
+        """Every byte-size setting (named *_bytes or *_bytes_s) takes units: 64MiB, 1GiB."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if isinstance(name, str) and (name.endswith("_bytes") or name.endswith("_bytes_s")):
+                    try:
+                        data[name] = values.parse_size(value)
+                    except ValueError as exc:  # no field location here: name the setting
+                        raise ValueError(f"GRASP_{name.upper()}: {exc}") from None
+        return data
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [values.check_network(entry) for entry in value]
+
+    @field_validator("pubkey_blacklist")
+    @classmethod
+    def _pubkeys(cls, value: list[str]) -> list[str]:
+        return [values.check_pubkey(entry) for entry in value]
+
+    @field_validator("archive_whitelist")
+    @classmethod
+    def _archive(cls, value: list[str]) -> list[str]:
+        return [values.check_archive_entry(entry) for entry in value]
+
+    @field_validator("owner_npub")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        return values.check_pubkey(value) if value.strip() else ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        """Rules between settings; the message starts with the setting to change."""
+        if self.default_limit > self.max_limit:
+            raise ValueError(f"GRASP_DEFAULT_LIMIT: {self.default_limit} is above GRASP_MAX_LIMIT "
+                             f"({self.max_limit}), the cap on any filter's limit")
+        if self.sync_backoff_base_s > self.sync_backoff_max_s:
+            raise ValueError(f"GRASP_SYNC_BACKOFF_BASE_S: {self.sync_backoff_base_s:g} is above "
+                             f"GRASP_SYNC_BACKOFF_MAX_S ({self.sync_backoff_max_s:g})")
+        return self
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -156,18 +208,12 @@ class Settings(BaseSettings):
     @field_validator("bind")
     @classmethod
     def _bind(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
-        return value
+        return values.check_bind(value)
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not value or "/" in value or " " in value:
-            raise ValueError("must be a bare host[:port], e.g. git.example.org")
-        return value
+        return values.check_domain(value)
 
     @property
     def bind_host(self) -> str:
@@ -200,14 +246,44 @@ class SettingsError(Exception):
     """A one-line, operator-facing description of a bad setting."""
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build the settings, turning pydantic's multi-line report into one line naming the
-    setting, because operators read this in a journal or `docker logs`."""
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build the settings from the environment, `.env` and GRASP_CONFIG_FILE (the environment
+    wins, then the config file, then `.env`), turning pydantic's multi-line report into one
+    line naming the setting, because operators read this in a journal or `docker logs`.
+    `environ` is only consulted to find GRASP_CONFIG_FILE (default: os.environ)."""
     from pydantic import ValidationError
 
+    env_files: list[Path] = []
+    for path, must_exist in ((files.ENV_FILE, False), (files.config_file_from(environ or os.environ), True)):
+        if path is None:
+            continue
+        found = files.problem(path, must_exist)
+        if found is not None:
+            name = files.CONFIG_FILE_VAR if must_exist else str(path)
+            raise SettingsError(f"invalid setting {name}: {found.message}")
+        env_files.append(path)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=tuple(env_files) or None, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "GRASP_" + "_".join(str(p) for p in first["loc"][:1]).upper()
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        problems = [_describe(error) for error in exc.errors()]
+        line = f"invalid setting {problems[0][1]}"
+        others = sorted({name for name, _ in problems[1:] if name and name != problems[0][0]})
+        if others:
+            line += f" (also invalid: {', '.join(others)})"
+        raise SettingsError(line) from None
+    except Exception as exc:  # pydantic-settings' own parse errors: still one line
+        raise SettingsError(f"invalid settings: {' '.join(str(exc).split())}") from None
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    """(setting name, "GRASP_NAME: what is wrong") for one pydantic error."""
+    msg = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    loc = error.get("loc") or ()
+    if not loc:  # a rule between settings: its message names the setting first
+        return msg.split(":", 1)[0], msg
+    name = "GRASP_" + str(loc[0]).upper()
+    shown = error.get("input")
+    secret = any(word in name.lower() for word in ("secret", "password", "token", "nsec"))
+    if isinstance(shown, str) and not secret and error.get("type") != "value_error" and len(shown) <= 200:
+        msg = f"{shown!r}: {msg[:1].lower()}{msg[1:]}"
+    return name, f"{name}: {msg}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -19,7 +20,8 @@ import uvicorn
 import uvloop
 
 from config import Settings, SettingsError, load_settings
-from relay import logs, sdnotify
+from config.checks import SettingWarning, startup_warnings
+from relay import __version__, logs, sdnotify
 
 if TYPE_CHECKING:
     from purgatory.integrity_pass import RepoReport, Summary
@@ -30,14 +32,21 @@ if TYPE_CHECKING:
 EXIT_BAD_CONFIG = 2
 EXIT_DIFFERENCES = 1
 _SECRET_WORDS = ("secret", "password", "token", "nsec")
-_USAGE = """usage: grasp-relay [serve | check-config | integrity-check [--repair] [--identifier ID]]
+_USAGE = """usage: grasp-relay [serve | check-config | integrity-check [--repair] [--identifier ID]
+                   | backup DEST | verify URL | --version | --help]
 
   serve            run the relay in the foreground (the default)
-  check-config     print the effective settings and exit
+  check-config     print the effective settings and exit (warnings go to stderr)
   integrity-check  compare every served repo's branches, tags and HEAD with its signed state
                    (grasp-relay integrity-check --help says more)
+  backup DEST      write a consistent snapshot of the running relay's data into the new
+                   directory DEST, itself a data directory (grasp-relay backup --help)
+  verify URL       check a running deployment from the outside (NIP-11, websocket, announce,
+                   push, clone, a refused push, deletion): one PASS/FAIL line per step
+  --version        print the version
 
-settings come from GRASP_* env vars and .env; a bad one exits 2 naming it
+settings come from GRASP_* env vars, .env and the file GRASP_CONFIG_FILE names (re-read on
+SIGHUP); a bad one exits 2 naming it
 """
 _INTEGRITY_HELP = """Compare the branches, tags and HEAD of every served repo (a repo whose announcement is
 released) with the newest served state event of the owner's maintainers, and print one line
@@ -61,13 +70,25 @@ found (with --repair: some could not be repaired, or a repo could not be checked
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "serve"
-    if command in ("-h", "--help", "help"):
-        sys.stderr.write(_USAGE)
+    if command in ("-h", "--help", "help") or (command in ("serve", "check-config")
+                                                and any(a in ("-h", "--help") for a in args[1:])):
+        sys.stdout.write(_USAGE)  # asked for, so it is output, not an error
         return 0
+    if command in ("-V", "--version", "version"):
+        sys.stdout.write(f"grasp-relay {__version__}\n")
+        return 0
+    if command == "verify":  # from any machine: needs no settings, reads no data
+        from relay import verify
+
+        try:
+            checked = verify.parser().parse_args(args[1:])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else EXIT_BAD_CONFIG
+        return verify.run(checked.url, checked.timeout)
     options: argparse.Namespace | None = None
-    if command == "integrity-check":
+    if command in ("integrity-check", "backup"):
         try:  # before the settings, so that --help and usage errors need none
-            options = _integrity_parser().parse_args(args[1:])
+            options = _command_parser(command).parse_args(args[1:])
         except SystemExit as exc:  # argparse: --help exits 0, a usage error 2
             return exc.code if isinstance(exc.code, int) else EXIT_BAD_CONFIG
     try:
@@ -76,15 +97,29 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"grasp-relay: {exc}\n")
         return EXIT_BAD_CONFIG
     if command == "check-config":
+        for warning in startup_warnings(settings, os.environ):
+            sys.stderr.write(f"grasp-relay: warning: {warning.message}\n")
         return check_config(settings)
+    if command == "backup" and options is not None:
+        from relay import backup
+
+        logs.configure(settings.log_level, settings.log_format, settings.access_log)
+        return backup.run(settings, options.dest)
     if options is not None:
-        logs.configure(settings.log_level, settings.log_format)
+        logs.configure(settings.log_level, settings.log_format, settings.access_log)
         return integrity_check(settings, repair=options.repair, identifier=options.identifier)
     if command != "serve":
-        sys.stderr.write(f"grasp-relay: unknown command {command!r} (use serve, check-config or integrity-check)\n")
+        sys.stderr.write(f"grasp-relay: unknown command {command!r} (use serve, check-config, integrity-check, "
+                         f"backup or verify; --help lists them)\n")
         return EXIT_BAD_CONFIG
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.access_log)
+    for warning in startup_warnings(settings, os.environ):
+        _log_warning(warning)
     return serve(settings)
+
+
+def _log_warning(warning: SettingWarning) -> None:
+    structlog.get_logger(__name__).warning(warning.event, setting=warning.setting, message=warning.message)
 
 
 def check_config(settings: Settings) -> int:
@@ -96,6 +131,14 @@ def check_config(settings: Settings) -> int:
             value = ",".join(str(v) for v in value)
         sys.stdout.write(f"GRASP_{name.upper()}={value}\n")
     return 0
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    if command == "backup":
+        from relay import backup
+
+        return backup.parser()
+    return _integrity_parser()
 
 
 def _integrity_parser() -> argparse.ArgumentParser:
@@ -191,7 +234,7 @@ def serve(settings: Settings) -> int:
         ws_ping_timeout=60,
         lifespan="on",
         log_config=None,
-        access_log=False,
+        access_log=settings.access_log,
         server_header=False,
         # X-Forwarded-For is honoured by relay/ratelimit.py for GRASP_TRUSTED_PROXIES only;
         # uvicorn's own default would believe it from any local peer

@@ -3,19 +3,26 @@ smart HTTP, all on one port. `Relay` holds the long-lived parts; `asgi()` routes
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sqlite3
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import structlog
 
 from config import Settings, SettingsError, load_settings
+from config.checks import unknown_names
+from config import files as config_files
 from relay import logs, nip11, pages, sdnotify
 from relay.http import header, respond
 from relay.ingest import Ingest
 from relay.metrics import build_metrics
 from relay.protocol import Limits
+from relay.reload import plan as reload_plan
 from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
 from relay import policy, ratelimit
@@ -90,26 +97,48 @@ class Relay:
             await self.purgatory.stop()
         if self.store is not None:
             await self.store.close()
+            await asyncio.to_thread(checkpoint_wal, self.settings.db_path)
         log.info("relay_stopped")
 
     def reload(self) -> None:
-        """SIGHUP: re-read the curation lists and the log level without a restart. A bad
-        setting keeps the running configuration and says why in the log."""
+        """SIGHUP: read the environment, `.env` and GRASP_CONFIG_FILE again and apply the
+        settings of `relay.reload.RELOADABLE` that changed; the log line lists what was
+        applied and what needs a restart. A bad setting keeps the running configuration
+        and says why in the log."""
         sdnotify.reloading()
         try:
             fresh = load_settings()
         except SettingsError as exc:
-            log.error("reload_failed", error=str(exc))
+            log.error("reload_failed", error=str(exc), kept="the running settings")
             sdnotify.ready()
             return
-        for name in ("archive_whitelist", "pubkey_blacklist", "log_level"):
+        change = reload_plan(self.settings, fresh)
+        self.apply_reload(fresh, change.applied)
+        sources = _file_sources(fresh)
+        for warning in unknown_names(sources):
+            log.warning(warning.event, setting=warning.setting, message=warning.message)
+        in_env = {name.upper() for name in os.environ}
+        shadowed = sorted({n.upper() for n in sources.get(str(fresh.config_file), []) if n.upper() in in_env})
+        # info when everything changed is in effect; warning when some of it waits for a restart
+        say = log.warning if change.restart_needed else log.info
+        say("reloaded", config_file=str(fresh.config_file) if fresh.config_file else None,
+            **change.log_fields(), overridden_by_environment=shadowed, log_level=self.settings.log_level,
+            archive_whitelist=len(self.settings.archive_whitelist),
+            pubkey_blacklist=len(self.settings.pubkey_blacklist))
+        sdnotify.ready()
+
+    def apply_reload(self, fresh: Settings, names: tuple[str, ...]) -> None:
+        """Copy the reloadable settings in and rebuild what was derived from them."""
+        for name in names:
             setattr(self.settings, name, getattr(fresh, name))
         self.policy_context = policy.PolicyContext.from_settings(self.settings)
-        logs.configure(self.settings.log_level, self.settings.log_format)
-        log.info("reloaded", log_level=self.settings.log_level,
-                 archive_whitelist=len(self.settings.archive_whitelist),
-                 pubkey_blacklist=len(self.settings.pubkey_blacklist))
-        sdnotify.ready()
+        self.limits = Limits.from_settings(self.settings)  # new connections and peers' events
+        self.trusted_proxies = ratelimit.parse_networks(self.settings.trusted_proxies)
+        self.connection_limits.max_total = self.settings.max_connections
+        self.connection_limits.max_per_ip = self.settings.max_connections_per_ip
+        if "events_per_minute_per_ip" in names:  # the windows start afresh at the new rate
+            self.events_per_ip = ratelimit.KeyedWindows(self.settings.events_per_minute_per_ip, 60.0)
+        logs.configure(self.settings.log_level, self.settings.log_format, self.settings.access_log)
 
     async def after_stored(self, event: Event) -> None:
         """What serving an event implies beyond the store: a served announcement (an update,
@@ -255,6 +284,43 @@ class Relay:
             "connections": len(self.connections),
             "purgatory": {str(kind): n for kind, n in counts.items()},
         }
+
+
+def _file_sources(settings: Settings) -> dict[str, list[str]]:
+    """The names each settings file assigns, to warn about unknown ones on a reload."""
+    sources: dict[str, list[str]] = {}
+    if config_files.ENV_FILE.is_file():
+        sources[".env"] = config_files.names_in(config_files.ENV_FILE)
+    if settings.config_file is not None:
+        sources[str(settings.config_file)] = config_files.names_in(Path(settings.config_file))
+    return sources
+
+
+def checkpoint_wal(db_path: Path) -> None:
+    """After the store closed: copy the WAL into the database file and truncate it, so
+    that after a clean stop `events.sqlite3` alone holds every commit (a copy of it is a
+    backup) and the next start replays nothing. The store closes its writer before its
+    read-only connections, so SQLite's own checkpoint-on-last-close does not happen; a
+    fresh connection, the only one left, does it. A reader elsewhere (a `grasp-relay
+    backup` or `integrity-check` running) can keep part of the WAL: logged, not fatal."""
+    if not db_path.is_file():
+        return
+    wal = db_path.with_name(db_path.name + "-wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            busy, _log, _moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.error("wal_checkpoint_failed", path=str(db_path), error=str(exc))
+        return
+    if busy:
+        log.warning("wal_checkpoint_partial", path=str(db_path), wal_bytes=wal_bytes,
+                    reason="another process is reading the store")
+    else:
+        log.info("wal_checkpointed", path=str(db_path), wal_bytes=wal_bytes)
 
 
 async def _deny_websocket(scope: Scope, send: Send, status: int, message: str) -> None:

@@ -73,6 +73,10 @@ def relay_information(settings: Settings) -> dict[str, Any]:
             "maintainer_walk_max_keys": settings.maintainer_walk_max_keys,
         },
     }
+    # NIP-11's optional fields are left out when unset, not sent empty ("pubkey": "" is not a key)
+    for name in ("pubkey", "contact"):
+        if not doc[name]:
+            del doc[name]
     if is_curating(settings):
         doc["curation"] = (
             "The operator curates beyond spam prevention: "

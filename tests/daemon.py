@@ -42,6 +42,8 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: GRASP_* names to leave out of the environment (so a config file can set them)
+    unset: frozenset[str] = frozenset()
 
     @property
     def domain(self) -> str:
@@ -65,6 +67,8 @@ class Daemon:
             GRASP_LOG_FORMAT="json",
         )
         env.update(self.env)
+        for name in self.unset:
+            env.pop(name, None)
         self.log_path = self.data_dir.parent / f"daemon-{self.port}.log"
         self._log = open(self.log_path, "ab")
         # the working dir is the test's own, so a `.env` written there is the daemon's

@@ -187,17 +187,33 @@ def test_compose_relay_service_volume_ports_and_env() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     relay = compose["services"]["relay"]
     assert relay["build"] == "."
-    assert relay["env_file"] == ".env"
+    assert "env_file" not in relay, "env_file is read once per start: the relay reads GRASP_CONFIG_FILE itself"
     assert relay["restart"] == "unless-stopped"
     exposed = instruction("EXPOSE")[0]
     assert any(p.split(":")[-1] == exposed for p in relay["ports"])
-    (volume,) = relay["volumes"]
-    name, target = volume.split(":")[:2]
+    data_volume, conf_mount = relay["volumes"]
+    name, target = data_volume.split(":")[:2]
     assert name in compose["volumes"] and target == instruction("VOLUME")[0]
     assert relay["environment"]["GRASP_DATA_DIR"] == target
+    conf_dir, conf_target, mode = conf_mount.split(":")
+    assert conf_dir.startswith("./") and mode == "ro"
+    config_file = relay["environment"]["GRASP_CONFIG_FILE"]
+    assert Path(config_file).parent == Path(conf_target), "the directory is mounted, not the file"
+    assert compose["services"]["caddy"]["env_file"] == f"{conf_dir[2:]}/{Path(config_file).name}"
     assert relay["environment"]["GRASP_BIND"].endswith(":" + exposed)
     text = COMPOSE.read_text()
     assert "GRASP_DOMAIN" in text and "GRASP_OWNER_NPUB" in text
+
+
+def test_compose_publishes_plain_http_on_loopback_only() -> None:
+    """From outside, only the tls profile's 80/443 are reachable; the relay's plain HTTP
+    port is bound to 127.0.0.1 (for a proxy on the host, or curl)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for port in compose["services"]["relay"]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    published = {str(p).split(":")[-2] if str(p).count(":") == 2 else str(p).split(":")[0]
+                 for p in compose["services"]["caddy"]["ports"]}
+    assert published == {"80", "443"}
 
 
 def test_compose_caddy_is_optional_behind_tls_profile() -> None:
@@ -295,11 +311,12 @@ def test_unit_settings_agree_with_settings_model(monkeypatch: pytest.MonkeyPatch
     assert entries["Restart"] == ["on-failure"]
     assert entries["DynamicUser"] == ["yes"]
     assert entries["StateDirectory"] == ["grasp-relay"]
-    assert entries["EnvironmentFile"] == ["-/etc/grasp-relay/grasp-relay.env"]
+    assert "EnvironmentFile" not in entries, "read once per start: the daemon reads GRASP_CONFIG_FILE itself"
     assert entries["KillSignal"] == ["SIGTERM"]
     assert "kill -HUP $MAINPID" in entries["ExecReload"][0]
     env = dict(pair.split("=", 1) for line in entries["Environment"] for pair in shlex.split(line))
     settings = settings_from(env, monkeypatch)
+    assert str(settings.config_file) == "/etc/grasp-relay/grasp-relay.env"
     assert str(settings.data_dir) == "/var/lib/grasp-relay" == entries["ReadWritePaths"][0]
     assert settings.log_format == "json"
     stop = entries["TimeoutStopSec"][0]
@@ -396,6 +413,10 @@ def test_check_config_accepts_the_image_and_unit_environments(tmp_path: Path) ->
     unit_env = dict(
         pair.split("=", 1) for line in unit_entries()["Environment"] for pair in shlex.split(line)
     )
+    # the unit's config file, at a path this test can write: the example the README installs
+    conf = tmp_path / "grasp-relay.env"
+    shutil.copy(ENV_EXAMPLE, conf)
+    unit_env["GRASP_CONFIG_FILE"] = str(conf)
     for extra in (dockerfile_env(), unit_env, {"GRASP_BIND": "nonsense"}):
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}
         env.update({k: v for k, v in extra.items() if k.startswith("GRASP_")})

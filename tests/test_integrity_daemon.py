@@ -169,7 +169,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "GRASP_MAX_LIMIT" in bad.stderr
     helped = run("integrity-check", "--help")
     assert helped.returncode == 0 and "exit codes" in helped.stdout
-    assert "integrity-check" in run("--help").stderr
+    assert "integrity-check" in run("--help").stdout  # help asked for is output
 
 
 async def test_daemon_heals_a_repo_tampered_while_it_was_stopped(start_daemon, tmp_path: Path) -> None:
