@@ -19,6 +19,14 @@ libgit2 facts this module is built on (pygit2 1.21 / libgit2 1.9, checked by tes
   progress callbacks bounds a server that keeps dripping data; `asyncio.wait_for` bounds the
   caller even while the worker thread is still blocked in a read (it ends within one more idle
   timeout).
+- libgit2 follows HTTP redirects and resolves the clone URL's host itself, so it is pointed
+  at a per-fetch forwarder on 127.0.0.1 (and given no proxy) that dials only the addresses
+  the outbound check approved, does TLS for https, and refuses redirects
+  (`purgatory/pinning.py` says why it is built that way: libgit2's proxy support bypasses
+  plain http and can hang on https). The quarantine's `http.followRedirects=false` adds
+  libgit2's own refusal of off-host redirects.
+- Only http and https clone URLs are fetched: libgit2 would read local paths, `file://`,
+  `ssh://` and scp-like URLs as well.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pygit2
 import structlog
 
 from purgatory.context import FetchKind, FetchOutcome
+from purgatory.outbound import GIT_SCHEMES, check_clone_url, scheme_refusal
+from purgatory.pinning import Forwarder, Target
 from purgatory.quarantine import init_quarantine
 from storage.nip34 import is_oid
 
@@ -104,10 +115,27 @@ def _apply_socket_timeouts(timeout_s: float) -> None:
 
 
 def open_quarantine(dest: Path) -> pygit2.Repository:
-    """Open the bare quarantine repo, creating it on first use."""
+    """Open the bare quarantine repo, creating it on first use, with redirects refused."""
     if not (dest / "HEAD").is_file():
         init_quarantine(dest)
-    return pygit2.Repository(str(dest))
+    repo = pygit2.Repository(str(dest))
+    _refuse_redirects(repo)
+    return repo
+
+
+def _refuse_redirects(repo: pygit2.Repository) -> None:
+    """`http.followRedirects=false`: libgit2 then refuses redirects to another host name (it
+    still follows same-host ones, which the pinning forwarder refuses). Written only when the
+    value read (local config over global) differs, so a fetch does not rewrite the file."""
+    try:
+        current = repo.config[_FOLLOW_REDIRECTS]
+    except KeyError:
+        current = None
+    if current != "false":
+        repo.config[_FOLLOW_REDIRECTS] = "false"
+
+
+_FOLLOW_REDIRECTS = "http.followRedirects"
 
 
 def _bad_oids(repo: pygit2.Repository, oids: Iterable[str]) -> dict[str, str]:
@@ -143,17 +171,19 @@ def _fallback_refspecs(url: str) -> list[str]:
     return [f"+refs/*:refs/upstream/{tag}/*"]
 
 
-def _transfer(url: str, dest: Path, oids: frozenset[str], callbacks: _Callbacks) -> str:
-    """Fetch by id, or every advertised ref when the server cannot serve ids. Returns the mode."""
+def _transfer(url: str, route: Forwarder, dest: Path, oids: frozenset[str], callbacks: _Callbacks) -> str:
+    """Fetch by id, or every advertised ref when the server cannot serve ids, from the
+    forwarder standing in for `url`'s server. Returns the mode. `proxy=None` is libgit2's
+    GIT_PROXY_NONE: no http_proxy variable or git config sends the bytes elsewhere."""
     repo = open_quarantine(dest)
-    remote = repo.remotes.create_anonymous(url)
+    remote = repo.remotes.create_anonymous(route.url)
     try:
-        remote.fetch(_oid_refspecs(oids), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+        remote.fetch(_oid_refspecs(oids), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE, proxy=None)
         return "oid"
     except pygit2.GitError as exc:
         if _NO_OID_FETCH not in str(exc):
             raise
-    remote.fetch(_fallback_refspecs(url), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+    remote.fetch(_fallback_refspecs(url), callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE, proxy=None)
     return "refs"
 
 
@@ -166,11 +196,22 @@ def _release(exc: BaseException) -> str:
     return str(exc)
 
 
-def _fetch_blocking(url: str, dest: Path, oids: frozenset[str], deadline: float, stop: threading.Event) -> FetchOutcome:
+def _failure(message: str, route: Forwarder) -> FetchOutcome:
+    """libgit2's error, read together with what the forwarder saw: when the checked addresses
+    could not be reached, that (refused, timed out) is the real cause, libgit2 only saw a 502."""
+    dial_error = route.dial_error
+    if dial_error is not None:
+        return FetchOutcome.failure(classify(dial_error), f"{message} ({dial_error})")
+    notes = route.notes
+    return FetchOutcome.failure(classify(message), f"{message} ({'; '.join(notes)})" if notes else message)
+
+
+def _fetch_blocking(url: str, route: Forwarder, dest: Path, oids: frozenset[str], deadline: float,
+                    stop: threading.Event) -> FetchOutcome:
     """The worker-thread part: transfer, then verify what arrived."""
     callbacks = _Callbacks(deadline, stop)
     try:
-        mode = _transfer(url, dest, oids, callbacks)
+        mode = _transfer(url, route, dest, oids, callbacks)
     except FetchAborted as exc:
         return FetchOutcome.failure("timeout", _release(exc))
     except (pygit2.GitError, OSError, ValueError) as exc:
@@ -178,7 +219,7 @@ def _fetch_blocking(url: str, dest: Path, oids: frozenset[str], deadline: float,
         # Another fetch may have brought the objects anyway (e.g. a ref lock race): trust the odb.
         if not quarantine_has(dest, oids):
             return FetchOutcome.success(f"objects present despite: {message}")
-        return FetchOutcome.failure(classify(message), message)
+        return _failure(message, route)
     bad = _bad_oids(pygit2.Repository(str(dest)), oids)
     if bad:
         detail = ", ".join(f"{oid} {why}" for oid, why in sorted(bad.items()))
@@ -186,9 +227,32 @@ def _fetch_blocking(url: str, dest: Path, oids: frozenset[str], deadline: float,
     return FetchOutcome.success(mode)
 
 
-async def fetch_oids(url: str, dest: Path, oids: frozenset[str] | set[str], timeout_s: float) -> FetchOutcome:
-    """Fetch `oids` from `url` into the quarantine repo `dest`, within `timeout_s`. Never raises
-    for network or protocol trouble: the outcome says what happened."""
+async def _target(url: str, addresses: Sequence[str] | None) -> Target | FetchOutcome:
+    """Where the fetch may connect, or why it cannot be made. The scheme rule is checked here
+    too, so no caller can hand libgit2 a local path or an ssh URL."""
+    refusal = scheme_refusal(url, GIT_SCHEMES)
+    if refusal is not None:
+        return FetchOutcome.failure("error", f"blocked: {refusal}")
+    if addresses is None:
+        check = await check_clone_url(url, allow_private=True)
+        if check.refusal is not None:
+            return FetchOutcome.failure("error", f"blocked: {check.refusal}")
+        addresses = check.addresses
+    if not addresses:
+        host = urlsplit(url).hostname
+        return FetchOutcome.failure("dns", f"no checked address to connect to (cannot resolve {host})")
+    try:
+        return Target.from_url(url, addresses)
+    except ValueError as exc:
+        return FetchOutcome.failure("error", f"blocked: {exc}")
+
+
+async def fetch_oids(url: str, dest: Path, oids: frozenset[str] | set[str], timeout_s: float,
+                     addresses: Sequence[str] | None = None) -> FetchOutcome:
+    """Fetch `oids` from `url` into the quarantine repo `dest`, within `timeout_s`, connecting
+    only to `addresses` (those `outbound.check_clone_url` approved; empty fails as "dns").
+    `addresses=None` resolves the name here without the public-address policy, for tests and
+    benchmarks. Never raises for network or protocol trouble: the outcome says what happened."""
     wanted = frozenset(oids)
     started = time.monotonic()
     if not wanted:
@@ -197,17 +261,35 @@ async def fetch_oids(url: str, dest: Path, oids: frozenset[str] | set[str], time
     if invalid:
         # Never hand a non-id to libgit2 as a refspec: it would be read as a ref name.
         return FetchOutcome.failure("error", f"not object ids: {', '.join(invalid)[:200]}")
+    target = await _target(url, addresses)
+    if isinstance(target, FetchOutcome):
+        outcome = target
+    else:
+        outcome = await _pinned_fetch(url, target, dest, wanted, timeout_s, started)
+    log.info("fetch", url=url, oids=len(wanted), kind=outcome.kind, seconds=round(time.monotonic() - started, 3),
+             detail=outcome.detail if not outcome.ok else None)
+    return outcome
+
+
+async def _pinned_fetch(url: str, target: Target, dest: Path, wanted: frozenset[str], timeout_s: float,
+                        started: float) -> FetchOutcome:
+    """The libgit2 fetch in a worker thread, its bytes through a forwarder pinned to `target`;
+    the forwarder is cut when the fetch ends or is abandoned, which also wakes a worker that
+    is blocked reading."""
     _apply_socket_timeouts(timeout_s)
     stop = threading.Event()
     deadline = started + timeout_s
     try:
-        outcome = await asyncio.wait_for(asyncio.to_thread(_fetch_blocking, url, dest, wanted, deadline, stop), timeout_s)
+        route = Forwarder(target, deadline=deadline + 1.0, idle_timeout_s=timeout_s + 1.0).start()
+    except OSError as exc:
+        return FetchOutcome.failure("error", f"cannot start the fetch forwarder: {exc}")
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(_fetch_blocking, url, route, dest, wanted, deadline, stop), timeout_s)
     except TimeoutError:
-        outcome = FetchOutcome.failure("timeout", f"no answer within {timeout_s:g} s")
+        return FetchOutcome.failure("timeout", f"no answer within {timeout_s:g} s")
     except Exception as exc:  # noqa: BLE001 - the contract is "never raise"; unknown faults become "error"
-        outcome = FetchOutcome.failure("error", f"{type(exc).__name__}: {exc}")
+        return FetchOutcome.failure("error", f"{type(exc).__name__}: {exc}")
     finally:
         stop.set()  # a worker still blocked in a read stops at its next callback
-    log.info("fetch", url=url, oids=len(wanted), kind=outcome.kind, seconds=round(time.monotonic() - started, 3),
-             detail=outcome.detail if not outcome.ok else None)
-    return outcome
+        route.close()

@@ -9,13 +9,17 @@ import asyncio
 import time
 from typing import Any
 
+import structlog
+
 from config import Settings
 from purgatory import fetch, release
 from purgatory.context import FetchOutcome
-from purgatory.outbound import outbound_refusal
+from purgatory.outbound import check_clone_url
 from purgatory.service import Purgatory
 from purgatory.throttle import domain_of
 from storage import nip34
+
+log = structlog.get_logger(__name__)
 
 
 class StoreSyncContext:
@@ -56,26 +60,30 @@ class StoreSyncContext:
         return list(dict.fromkeys(urls))
 
     async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
-        refusal = await outbound_refusal(url, self.settings.outbound_allow_private)
-        if refusal is not None:
+        """One fetch, connecting only to the addresses the outbound check approved (the
+        scheme, http or https, is part of the check)."""
+        check = await check_clone_url(url, self.settings.outbound_allow_private)
+        if check.refusal is not None:
+            log.info("fetch.blocked", identifier=identifier, url=url, reason=check.refusal)
             self.metrics.sync_fetch(domain_of(url) or "invalid", "blocked", 0.0)
-            return FetchOutcome.failure("error", f"blocked: {refusal}")
+            return FetchOutcome.failure("error", f"blocked: {check.refusal}")
         dest = await self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
-        outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s)
+        outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s, check.addresses)
         if outcome.kind == "not-our-ref" and len(oids) > 1:
-            outcome = await self._fetch_each(url, dest, oids)
+            outcome = await self._fetch_each(url, dest, oids, check.addresses)
         self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
         if not await self.has_pending(identifier):  # expired or released by a push meanwhile
             await self.purgatory.drop_quarantine(identifier)
         return outcome
 
-    async def _fetch_each(self, url: str, dest: Any, oids: frozenset[str]) -> FetchOutcome:
+    async def _fetch_each(self, url: str, dest: Any, oids: frozenset[str], addresses: tuple[str, ...]) -> FetchOutcome:
         """A server that lacks one wanted object refuses the whole fetch; when the data is
-        spread over several servers, ask for each object alone so partial progress counts."""
+        spread over several servers, ask for each object alone so partial progress counts
+        (pinned to the addresses checked for the first fetch)."""
         got: FetchOutcome | None = None
         for oid in sorted(oids):
-            one = await fetch.fetch_oids(url, dest, frozenset({oid}), self.settings.fetch_timeout_s)
+            one = await fetch.fetch_oids(url, dest, frozenset({oid}), self.settings.fetch_timeout_s, addresses)
             if one.ok:
                 got = one
             elif one.network_failure:

@@ -15,11 +15,18 @@ Counters (all guarded by one lock, read them through the properties or `snapshot
   per fetch session: a session's requests are sequential, so overlapping sessions show up as
   overlapping requests while they are actually talking to the server.
 - `request_starts`: `time.monotonic()` start time of every HTTP request.
+- `hosts`: the Host header of every request (what a pinned fetch told the server it wanted).
+
+`Upstream(bind=..., port=...)` listens on another loopback address or a fixed port (two servers
+on one port, 127.0.0.1 and 127.0.0.2, stand for one name answering two ways); `tls=` serves
+https (`make_cert` makes a self-signed certificate for a name). `Redirector` answers every
+request with a redirect and counts them.
 """
 
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -34,9 +41,27 @@ from tests.gitutil import git
 _CHUNK = 64 * 1024
 
 
-class _Server(ThreadingHTTPServer):
+class _TlsServer(ThreadingHTTPServer):
+    """Serves https when `tls` is set: the handshake runs in the request's own thread, with a
+    time limit, so a client that stalls or gives up mid-handshake never blocks the server."""
+
     daemon_threads = True
     allow_reuse_address = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            request.settimeout(5)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+class _Server(_TlsServer):
     upstream: Upstream
 
 
@@ -61,9 +86,13 @@ class Upstream:
     another to get two different domains (domain = host:port; the ports differ anyway).
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", *, bind: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.root = root
         self.host = host
+        self._bind = (bind, port)
+        self._tls = tls
+        self.hosts: list[str] = []
         self._lock = threading.Lock()
         self._requests = 0
         self._current = 0
@@ -85,8 +114,9 @@ class Upstream:
 
     def start(self) -> Upstream:
         self.root.mkdir(parents=True, exist_ok=True)
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(self._bind, _Handler)
         server.upstream = self
+        server.tls = self._tls
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -120,7 +150,8 @@ class Upstream:
         return f"{self.host}:{self.port}"
 
     def url_for(self, name: str) -> str:
-        return f"http://{self.host}:{self.port}/{name}.git"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/{name}.git"
 
     # -- repositories ------------------------------------------------------------------------
 
@@ -220,6 +251,7 @@ class Upstream:
             self.request_starts.clear()
             self.fetch_starts.clear()
             self.paths.clear()
+            self.hosts.clear()
 
     # -- request handling --------------------------------------------------------------------
 
@@ -232,6 +264,7 @@ class Upstream:
             self._peak = max(self._peak, self._current)
             self.request_starts.append(now)
             self.paths.append(f"{req.command} {req.path}")
+            self.hosts.append(req.headers.get("Host", ""))
             if req.command == "GET" and path.endswith("/info/refs"):
                 self.fetch_starts.append(now)
             failing = self._fail_left > 0
@@ -415,3 +448,105 @@ def _read_cgi_headers(stdout: Any) -> tuple[int, list[tuple[str, str]]]:
         else:
             headers.append((key, value))
     return status, headers
+
+
+class _RedirectHandler(BaseHTTPRequestHandler):
+    server: _RedirectServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:
+        self.server.redirector._answer(self)
+
+    def do_POST(self) -> None:
+        self.server.redirector._answer(self)
+
+
+class _RedirectServer(_TlsServer):
+    redirector: Redirector
+
+
+class Redirector:
+    """Answer every request with `status` and `Location: <to><the request's path>`: a server
+    that tries to bounce a fetch elsewhere (another port of the same host, the intranet)."""
+
+    def __init__(self, to: str, status: int = 302, *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                 close: bool = False) -> None:
+        self.to = to.rstrip("/")
+        self.status = status
+        self.close = close  # answer with `Connection: close` (else the connection stays open)
+        self.host = host
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._server: _RedirectServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Redirector:
+        server = _RedirectServer(("127.0.0.1", 0), _RedirectHandler)
+        server.redirector = self
+        server.tls = self._tls
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Redirector:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "redirector not started"
+        return self._server.server_address[1]
+
+    @property
+    def requests(self) -> int:
+        with self._lock:
+            return self._requests
+
+    def url_for(self, name: str) -> str:
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/{name}.git"
+
+    def _answer(self, req: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self._requests += 1
+        Upstream._drain_body(req)  # type: ignore[arg-type]
+        req.send_response(self.status)
+        req.send_header("Location", f"{self.to}{req.path}")
+        req.send_header("Content-Length", "0")
+        if self.close:
+            req.send_header("Connection", "close")
+        req.end_headers()
+
+
+def make_cert(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate (and its key) for `name`, made with the openssl command."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name}"],
+        check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
