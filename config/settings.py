@@ -146,6 +146,19 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         False, description="log every HTTP request and websocket upgrade with the client address")
 
+    # --- hostile clients: budgets and bounds
+    outbox_max_bytes: int = Field(
+        4 * 1024**2, ge=64 * 1024, description="bytes of frames one websocket may have waiting to be "
+        "written; a REQ's results are cut there (CLOSED error), a live subscription that overflows is closed")
+    outbox_total_max_bytes: int = Field(
+        256 * 1024**2, ge=1024**2, description="bytes of frames all websockets together may have waiting")
+    outbox_stall_s: float = Field(
+        30, gt=0, description="a client whose outbox stays full (not drained to half its budget) this "
+        "long is dropped")
+    query_budget_s: float = Field(
+        0.5, gt=0, description="wall time one REQ or COUNT may hold a store reader; past it the query is "
+        "interrupted and answered CLOSED error")
+
     @field_validator("archive_whitelist", "pubkey_blacklist", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

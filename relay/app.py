@@ -21,6 +21,7 @@ from relay import logs, nip11, pages, sdnotify
 from relay.http import header, respond
 from relay.ingest import Ingest
 from relay.metrics import build_metrics
+from relay.outbox import OutboxTotals
 from relay.protocol import Limits
 from relay.reload import plan as reload_plan
 from relay.subscriptions import Subscriptions
@@ -66,6 +67,7 @@ class Relay:
         self.integrity = StartupIntegrity(settings, self.repos, self.metrics)
         self.started_at = time.time()
         self.connections: set[Connection] = set()
+        self.outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
         self.trusted_proxies = ratelimit.parse_networks(settings.trusted_proxies)
         self.connection_limits = ratelimit.ConnectionTracker(settings.max_connections, settings.max_connections_per_ip)
         self.events_per_ip = ratelimit.KeyedWindows(settings.events_per_minute_per_ip, 60.0)

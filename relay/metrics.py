@@ -40,6 +40,10 @@ GitService = Literal["upload-pack", "receive-pack"]
 GIT_SERVICES: frozenset[str] = frozenset({"upload-pack", "receive-pack"})
 PURGATORY_OUTCOMES: frozenset[str] = frozenset({"held", "released", "expired"})
 INTEGRITY_KINDS: frozenset[str] = frozenset({"unsigned", "moved", "missing", "head"})
+#: which budget a client ran out of, and what the relay did about it (relay/websocket.py)
+BUDGETS: frozenset[str] = frozenset({"outbox", "outbox_total", "query"})
+BUDGET_ACTIONS: frozenset[str] = frozenset({"req_closed", "count_closed", "subscription_closed",
+                                            "connection_dropped"})
 
 DEFAULT_MAX_DOMAINS = 200
 DISABLED_BODY = b"# metrics disabled (GRASP_METRICS_ENABLED=false)\n"
@@ -80,6 +84,7 @@ class MetricsSink(Protocol):
     def push_authorisation(self, accepted: bool) -> None: ...
     def req_served(self, seconds: float) -> None: ...
     def integrity_repair(self, kind: str) -> None: ...
+    def budget_exceeded(self, budget: str, action: str) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
 
 
@@ -132,6 +137,9 @@ class DisabledMetrics:
         pass
 
     def integrity_repair(self, kind: str) -> None:
+        pass
+
+    def budget_exceeded(self, budget: str, action: str) -> None:
         pass
 
     def render(self) -> tuple[bytes, str]:
@@ -198,6 +206,10 @@ class Metrics:
         self.integrity_repairs = Counter(
             "grasp_integrity_repairs", "Refs and HEADs the integrity pass put back where the signed "
             "state says", ["kind"], registry=r
+        )
+        self.budgets_exceeded = Counter(
+            "grasp_budget_exceeded", "Client requests cut short by a budget (outbox bytes per "
+            "connection or in all, query time), by what was done", ["budget", "action"], registry=r
         )
 
     # --- label bounding ---------------------------------------------------------------
@@ -273,6 +285,10 @@ class Metrics:
     def integrity_repair(self, kind: str) -> None:
         """`kind`: unsigned, moved, missing or head (purgatory.integrity.DIFF_KINDS)."""
         self.integrity_repairs.labels(kind if kind in INTEGRITY_KINDS else OTHER).inc()
+
+    def budget_exceeded(self, budget: str, action: str) -> None:
+        self.budgets_exceeded.labels(budget if budget in BUDGETS else OTHER,
+                                     action if action in BUDGET_ACTIONS else OTHER).inc()
 
     # --- exposition -----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

@@ -14,9 +14,11 @@ from relay.protocol import event_frame
 
 
 class Subscriber(Protocol):
-    """One connection, as the registry sees it: something frames can be queued on."""
+    """One connection, as the registry sees it: something event frames can be offered to.
+    It may refuse (its output budget is spent) and close that subscription itself, which
+    removes it from the registry during a broadcast: the loops below iterate over copies."""
 
-    def send_nowait(self, text: str) -> None: ...
+    def send_event(self, sub_id: str, text: str) -> None: ...
 
 
 @dataclass
@@ -46,9 +48,9 @@ class Subscriptions:
         raw = raw_json
         sent = 0
         for conn, subs in list(self._by_conn.items()):
-            for sub_id, filters in subs.items():
+            for sub_id, filters in list(subs.items()):
                 if any(f.matches(event) for f in filters):
                     raw = raw or event.to_json()
-                    conn.send_nowait(event_frame(sub_id, raw))
+                    conn.send_event(sub_id, event_frame(sub_id, raw))
                     sent += 1
         return sent

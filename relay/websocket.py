@@ -1,6 +1,13 @@
 """The asyncio side of one Nostr websocket: moves frames between the ASGI connection and the
-sans-IO `Session`, runs the requests it yields, and queues outgoing frames on one writer task
-so that live broadcasts, OKs and query results never interleave mid-frame."""
+sans-IO `Session`, runs the requests it yields, and queues outgoing frames in a byte-counted
+`Outbox` (relay/outbox.py) drained by one writer task, so that live broadcasts, OKs and query
+results never interleave mid-frame and a client that does not read costs a bounded amount.
+
+One query at a time per connection: the next frame is read only once the current REQ or COUNT
+has its answer, so one client holds at most one reader thread, for at most its query budget.
+A REQ re-sent with the id of an open subscription replaces it: the old one stops receiving
+live events, and whatever of its results is still unsent is dropped before the new ones go
+in, so re-sending a REQ never queues a second copy of a result."""
 
 from __future__ import annotations
 
@@ -13,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 import structlog
 
 from relay import ordering, protocol
+from relay.outbox import Offer, Outbox
 from relay.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
 from relay.ratelimit import Window
+from storage.events import QueryBudgetExceeded
 
 if TYPE_CHECKING:
     from relay.app import Relay
@@ -25,7 +34,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 MAX_EVENTS_IN_FLIGHT = 512  # per connection; past this the reader waits (backpressure)
-MAX_OUTBOX = 20000  # frames queued for a slow reader before it is disconnected
+DROP_CLOSE_TIMEOUT_S = 1.0  # a dropped client gets a close frame if its socket takes one this fast
 _ids = itertools.count(1)
 
 
@@ -38,35 +47,103 @@ class Connection:
         self.ip = client_ip
         self.session = Session(limits=relay.limits)
         self._send = send
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        settings = relay.settings
+        self.outbox = Outbox(settings.outbox_max_bytes, relay.outbox_totals)
+        self._wake = asyncio.Event()
         self._in_flight: deque[asyncio.Task[None]] = deque()
         self._providers: dict[Hashable, asyncio.Task[None]] = {}  # see relay/ordering.py
-        self._event_window = Window(relay.settings.events_per_minute_per_conn, 60.0)
-        self._req_window = Window(relay.settings.reqs_per_minute_per_conn, 60.0)
+        self._event_window = Window(settings.events_per_minute_per_conn, 60.0)
+        self._req_window = Window(settings.reqs_per_minute_per_conn, 60.0)
+        self._writer_task: asyncio.Task[None] | None = None
+        self._run_task: asyncio.Task[Any] | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self.dropped: str | None = None  # why the relay dropped this client, if it did
         self.closed = False
 
     # --- outgoing ---------------------------------------------------------------------
-    def send_nowait(self, text: str) -> None:
+    def send_nowait(self, text: str, sub_id: str | None = None) -> None:
+        """Queue a control frame (OK, NOTICE, EOSE, CLOSED, COUNT): always taken, unless the
+        client is so far behind that it is dropped instead (relay/outbox.py)."""
         if self.closed:
             return
-        if self._outbox.qsize() >= MAX_OUTBOX:
-            log.warning("slow_consumer_dropped", conn=self.id)
-            self.closed = True
-            self._outbox.put_nowait(None)
+        if not self.outbox.put(text, time.monotonic(), sub_id):
+            self._drop("outbox_hard_cap")
             return
-        self._outbox.put_nowait(text)
+        self._wake.set()
+        self._watch_stall()
+
+    def send_event(self, sub_id: str, text: str) -> None:
+        """A live event for an open subscription. If it does not fit, the subscription is
+        closed with a reason rather than silently missing events."""
+        if self.closed:
+            return
+        offer = self.outbox.offer(text, sub_id, time.monotonic())
+        if offer == "queued":
+            self._wake.set()
+            return
+        if self.relay.subscriptions.remove(self, sub_id):
+            self.relay.metrics.subscriptions_closed(1)
+        self.session.subscriptions.discard(sub_id)
+        self._overflowed(offer, "subscription_closed")
+        self.send_nowait(protocol.closed(sub_id, _OVERFLOW_LIVE[offer]), sub_id)
+
+    def _overflowed(self, offer: Offer, action: str) -> None:
+        self.relay.metrics.budget_exceeded("outbox" if offer == "connection_full" else "outbox_total", action)
+        log.info("outbox_full", conn=self.id, budget=offer, action=action, queued=self.outbox.queued)
+        self._watch_stall()
+
+    def _watch_stall(self) -> None:
+        if self.outbox.congested_since is not None and self._stall_timer is None and not self.closed:
+            delay = self.relay.settings.outbox_stall_s
+            self._stall_timer = asyncio.get_running_loop().call_later(delay, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if self.closed:
+            return
+        limit = self.relay.settings.outbox_stall_s
+        stalled = self.outbox.stalled_for(time.monotonic())
+        if stalled >= limit:
+            self._drop("outbox_stalled")
+        elif self.outbox.congested_since is not None:  # congested again since: wait for the rest
+            self._stall_timer = asyncio.get_running_loop().call_later(limit - stalled, self._check_stall)
+
+    def _drop(self, why: str) -> None:
+        """Stop serving a client that does not read: free its outbox now and end its task.
+        The ASGI send of a close frame would wait for the socket to drain, which is exactly
+        what such a client never lets happen, so the writer is cancelled instead."""
+        if self.closed:
+            return
+        log.warning("slow_consumer_dropped", conn=self.id, ip=self.ip, why=why, queued=self.outbox.queued,
+                    frames=len(self.outbox))
+        self.relay.metrics.budget_exceeded("outbox", "connection_dropped")
+        self.dropped = why
+        self.closed = True
+        self.outbox.clear()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+        if self._run_task is not None:
+            self._run_task.cancel()
 
     async def _writer(self) -> None:
-        while True:
-            text = await self._outbox.get()
-            if text is None:
-                break
-            await self._send({"type": "websocket.send", "text": text})
-        await self._send({"type": "websocket.close", "code": 1008})
+        try:
+            while True:
+                text = self.outbox.pop()
+                if text is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._send({"type": "websocket.send", "text": text})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client is gone (uvicorn's ClientDisconnected)
+            log.debug("writer_stopped", conn=self.id, error=type(exc).__name__)
+            self.closed = True
 
     # --- incoming ---------------------------------------------------------------------
     async def run(self, receive: Receive) -> None:
-        writer = asyncio.create_task(self._writer())
+        self._run_task = asyncio.current_task()
+        self._writer_task = asyncio.create_task(self._writer())
         try:
             while not self.closed:
                 message = await receive()
@@ -79,14 +156,30 @@ class Connection:
                 if data is None:
                     data = message.get("bytes") or b""
                 await self.handle(data)
+        except asyncio.CancelledError:
+            if self.dropped is None:
+                raise
+            self._run_task.uncancel()  # our own drop, not a shutdown: end normally
         finally:
             self.closed = True
             self.relay.metrics.subscriptions_closed(self.relay.subscriptions.drop(self))
-            for task in self._in_flight:
-                if not task.done():
-                    await asyncio.wait([task], timeout=self.relay.settings.shutdown_timeout_s)
-            self._outbox.put_nowait(None)
-            writer.cancel()
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+            if self.dropped is None:
+                for task in self._in_flight:
+                    if not task.done():
+                        await asyncio.wait([task], timeout=self.relay.settings.shutdown_timeout_s)
+            self.outbox.clear()
+            self._writer_task.cancel()
+        if self.dropped is not None:
+            await self._close_dropped()
+
+    async def _close_dropped(self) -> None:
+        try:
+            await asyncio.wait_for(self._send({"type": "websocket.close", "code": 1008,
+                                               "reason": "not reading fast enough"}), DROP_CLOSE_TIMEOUT_S)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - the socket stays full: just go
+            pass
 
     async def handle(self, data: str | bytes) -> None:
         request = self.session.receive(data)
@@ -99,12 +192,17 @@ class Connection:
             else:
                 await self._publish(request)
         elif isinstance(request, (Subscribe, Count)) and self._req_window.take(time.monotonic()):
-            self.session.subscriptions.discard(request.sub_id)
+            if isinstance(request, Subscribe):  # CLOSED: the id is no longer open, not even live
+                self.session.subscriptions.discard(request.sub_id)
+                if self.relay.subscriptions.remove(self, request.sub_id):
+                    self.relay.metrics.subscriptions_closed(1)
+                self.outbox.purge(request.sub_id)
             limit = self.relay.settings.reqs_per_minute_per_conn
             self.send_nowait(protocol.closed(request.sub_id, f"rate-limited: more than {limit} REQs per minute"))
         elif isinstance(request, Unsubscribe):
             if self.relay.subscriptions.remove(self, request.sub_id):
                 self.relay.metrics.subscriptions_closed(1)
+            self.outbox.purge(request.sub_id)  # NIP-01: nothing more for a closed subscription
         else:
             try:
                 await self._query(request)
@@ -116,9 +214,22 @@ class Connection:
     async def _query(self, request: Subscribe | Count) -> None:
         if isinstance(request, Subscribe):
             await self._subscribe(request)
-        else:
-            total = await self.relay.store.count(list(request.filters))
-            self.send_nowait(protocol.count_reply(request.sub_id, total))
+            return
+        try:
+            total = await self.relay.store.count(list(request.filters), self.relay.settings.query_budget_s)
+        except QueryBudgetExceeded:
+            self._over_query_budget(request.sub_id, "count_closed")
+            return
+        self.send_nowait(protocol.count_reply(request.sub_id, total))
+
+    def _over_query_budget(self, sub_id: str, action: str) -> None:
+        budget = self.relay.settings.query_budget_s
+        self.relay.metrics.budget_exceeded("query", action)
+        log.info("query_over_budget", conn=self.id, sub_id=sub_id, budget_s=budget)
+        self.session.subscriptions.discard(sub_id)
+        self.send_nowait(protocol.closed(
+            sub_id, f"error: this query needs more than the relay's query budget ({budget:g} s); "
+                    "narrow it (kinds, authors, since/until, a rarer tag)"), sub_id)
 
     def _event_refusal(self) -> str | None:
         settings = self.relay.settings
@@ -164,13 +275,64 @@ class Connection:
 
     async def _subscribe(self, request: Subscribe) -> None:
         relay = self.relay
+        sub_id = request.sub_id
+        if relay.subscriptions.remove(self, sub_id):  # replaced: no live events for the old one
+            relay.metrics.subscriptions_closed(1)
+        self.outbox.purge(sub_id)  # nor its results still unsent
         filters = [f for f in request.filters if not f.is_empty_result]
         started = asyncio.get_running_loop().time()
-        rows = await relay.store.query_raw(filters, relay.settings.default_limit) if filters else []
-        for raw in rows:
-            self.send_nowait(protocol.event_frame(request.sub_id, raw))
-        self.send_nowait(protocol.eose(request.sub_id))
+        refused: list[Offer] = []
+
+        def deliver(batch: list[str]) -> bool:
+            """On the event loop, while the reader thread fetches the next batch."""
+            if self.closed:
+                return False
+            now = time.monotonic()
+            for raw in batch:
+                offer = self.outbox.offer(protocol.event_frame(sub_id, raw), sub_id, now)
+                if offer != "queued":
+                    refused.append(offer)
+                    break
+            self._wake.set()
+            return not refused
+
+        end = "done"
+        if filters:
+            end = await relay.store.stream_raw(filters, relay.settings.default_limit, deliver,
+                                               relay.settings.query_budget_s)
+        if self.closed:
+            return
+        if refused:
+            self.session.subscriptions.discard(sub_id)
+            self._overflowed(refused[0], "req_closed")
+            self.send_nowait(protocol.closed(sub_id, _overflow_req(refused[0], self.outbox.limit)), sub_id)
+            return
+        if end == "budget":
+            self._over_query_budget(sub_id, "req_closed")
+            return
+        if end == "stopped":  # the store is closing
+            self.session.subscriptions.discard(sub_id)
+            self.send_nowait(protocol.closed(sub_id, "error: the relay is shutting down"), sub_id)
+            return
+        self.send_nowait(protocol.eose(sub_id), sub_id)
         relay.metrics.req_served(asyncio.get_running_loop().time() - started)
-        if request.sub_id in self.session.subscriptions:
-            if relay.subscriptions.add(self, request.sub_id, request.filters):
+        if sub_id in self.session.subscriptions:
+            if relay.subscriptions.add(self, sub_id, request.filters):
                 relay.metrics.subscription_opened()
+
+
+_OVERFLOW_LIVE: dict[Offer, str] = {
+    "connection_full": "error: this connection is not reading fast enough; live events for this "
+                       "subscription were dropped, subscribe again with since",
+    "relay_full": "error: the relay is short of memory for output; live events for this subscription "
+                  "were dropped, subscribe again with since",
+}
+
+
+def _overflow_req(offer: Offer, limit: int) -> str:
+    """The REQ was answered as far as its events fit in the outbox: newest first, so a client
+    can ask again with `until` set to the oldest created_at it got."""
+    if offer == "relay_full":
+        return "error: the relay is short of memory for output; results were cut, ask again later"
+    return (f"error: results were cut at this connection's output budget ({limit} bytes waiting); "
+            "read faster or ask again with until = the oldest created_at received")
