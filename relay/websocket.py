@@ -35,6 +35,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 MAX_EVENTS_IN_FLIGHT = 512  # per connection; past this the reader waits (backpressure)
 DROP_CLOSE_TIMEOUT_S = 1.0  # a dropped client gets a close frame if its socket takes one this fast
+#: a frame whose write has waited this long means the client is not reading (its socket and
+#: the kernel's buffers are full): its new REQs are refused before they cost a query
+NOT_READING_S = 1.0
 _ids = itertools.count(1)
 
 
@@ -57,6 +60,7 @@ class Connection:
         self._writer_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._sending_since: float | None = None  # when the write under way started
         self.dropped: str | None = None  # why the relay dropped this client, if it did
         self.closed = False
 
@@ -133,7 +137,9 @@ class Connection:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                self._sending_since = time.monotonic()
                 await self._send({"type": "websocket.send", "text": text})
+                self._sending_since = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client is gone (uvicorn's ClientDisconnected)
@@ -273,12 +279,26 @@ class Connection:
             return
         self.send_nowait(protocol.ok(event.id, outcome.accepted, outcome.message))
 
+    def not_reading(self, now: float) -> bool:
+        """Is this client leaving what it asked for unread? Its outbox is full, or a write
+        has been stuck for NOT_READING_S (the kernel's buffers take a few MB first)."""
+        return self.outbox.congested_since is not None or (
+            self._sending_since is not None and now - self._sending_since > NOT_READING_S)
+
     async def _subscribe(self, request: Subscribe) -> None:
         relay = self.relay
         sub_id = request.sub_id
         if relay.subscriptions.remove(self, sub_id):  # replaced: no live events for the old one
             relay.metrics.subscriptions_closed(1)
         self.outbox.purge(sub_id)  # nor its results still unsent
+        if self.not_reading(time.monotonic()):
+            # a client that reads nothing would have each REQ read and framed up to its
+            # budget only to be cut: it is told so without a query
+            self.session.subscriptions.discard(sub_id)
+            relay.metrics.budget_exceeded("outbox", "req_closed")
+            self.send_nowait(protocol.closed(sub_id, "error: this connection is not reading what it "
+                                                     "asked for; read it, then ask again"), sub_id)
+            return
         filters = [f for f in request.filters if not f.is_empty_result]
         started = asyncio.get_running_loop().time()
         refused: list[Offer] = []
