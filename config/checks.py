@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from config import files, values
 from config.settings import Settings

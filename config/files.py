@@ -11,9 +11,9 @@ default."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 ENV_FILE = Path(".env")
 CONFIG_FILE_VAR = "GRASP_CONFIG_FILE"
@@ -80,7 +80,7 @@ def config_file_from(environ: Mapping[str, str], env_file: Path = ENV_FILE) -> P
     if env_file.is_file():
         from dotenv import dotenv_values
 
-        value = dotenv_values(env_file).get(CONFIG_FILE_VAR)
-        if value and value.strip():
-            return Path(value.strip())
+        named = dotenv_values(env_file).get(CONFIG_FILE_VAR)
+        if named and named.strip():
+            return Path(named.strip())
     return None

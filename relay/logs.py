@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -56,7 +57,7 @@ class _ClientFaultFilter(logging.Filter):
         return True
 
 
-def _uvicorn_fields(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _uvicorn_fields(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """uvicorn's access and upgrade lines as fields rather than one formatted string."""
     record = event.get("_record")
     args = event.pop("positional_args", None)  # ProcessorFormatter(pass_foreign_args=True)
@@ -72,7 +73,7 @@ def _uvicorn_fields(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str
     return event
 
 
-def _without_addresses(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _without_addresses(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in ADDRESS_FIELDS:
         event.pop(key, None)
     return event

@@ -14,7 +14,18 @@ import subprocess
 from pathlib import Path
 
 from storage.event import sign_event
-from tests.daemon import ALICE, BOB, Client, Daemon, announcement, console_script, issue, now, npub_of, pubkey_of, state
+from tests.daemon import (
+    ALICE,
+    BOB,
+    Client,
+    announcement,
+    console_script,
+    issue,
+    now,
+    npub_of,
+    pubkey_of,
+    state,
+)
 from tests.gitutil import GIT_ENV, commit, git, make_repo, remote_refs, rev
 
 

@@ -21,7 +21,7 @@ def publish(daemon, work: Path, *extra: str) -> subprocess.CompletedProcess[str]
     env = {**os.environ, **GIT_ENV, "NOSTR_SECRET_KEY": ALICE}
     return subprocess.run([sys.executable, str(SCRIPT), "--relay", daemon.ws_url, "--identifier", "example",
                            "--repo", str(work), "--description", "the worked example", *extra],
-                          env=env, capture_output=True, text=True, timeout=60)
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 async def test_publish_script_announces_states_and_pushes_with_annotated_tags(daemon, tmp_path: Path) -> None:

@@ -152,8 +152,8 @@ def test_warnings_at_start_and_in_check_config(tmp_path: Path) -> None:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(console_script(), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        import urllib.request
         import time
+        import urllib.request
 
         deadline = time.monotonic() + 20
         while True:
