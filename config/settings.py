@@ -177,6 +177,12 @@ class Settings(BaseSettings):
                         raise ValueError(f"GRASP_{name.upper()}: {exc}") from None
         return data
 
+    @field_validator("config_file", mode="before")
+    @classmethod
+    def _no_file(cls, value: object) -> object:
+        """An empty GRASP_CONFIG_FILE= means none, not the working directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

@@ -129,6 +129,8 @@ def check_config(settings: Settings) -> int:
             value = "********"
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
+        if value is None:  # unset (GRASP_CONFIG_FILE): empty, so the output reads back as unset
+            value = ""
         sys.stdout.write(f"GRASP_{name.upper()}={value}\n")
     return 0
 
