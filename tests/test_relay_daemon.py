@@ -4,17 +4,27 @@ Client against the `grasp-relay` console script."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 from storage.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, now, pubkey_of
+from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, now, npub_of, pubkey_of, state
+from tests.gitutil import make_repo, push, rev
 
 
 async def served_repo(client: Client, domain: str, secret: str = ALICE, identifier: str = "repo") -> str:
-    """An announcement whose repo is then served by pushing nothing: for policy tests we only
-    need the announcement known (held is enough for the graph rules)."""
+    """An announcement whose repo is served: announced, a state, and a real git push (only
+    served announcements anchor other events; a held one anchors nothing)."""
     ann = announcement(secret, domain, identifier)
     ok, msg = await client.publish(ann)
     assert ok, msg
+    with tempfile.TemporaryDirectory() as tmp:
+        work = make_repo(Path(tmp) / "work", commits=1)
+        ok, msg = await client.publish(state(secret, identifier, {"refs/heads/main": rev(work)}))
+        assert ok, msg
+        result = push(work, f"http://{domain}/{npub_of(secret)}/{identifier}.git", "main")
+        assert result.returncode == 0, result.stderr
+    assert [e["id"] for e in await client.query({"ids": [ann.id]})] == [ann.id]
     return ann.id
 
 
@@ -55,15 +65,15 @@ async def test_publish_query_and_live_subscription(daemon) -> None:
         await reader.close()
 
 
-async def test_held_announcement_is_not_served_but_anchors_issues(daemon) -> None:
+async def test_held_announcement_is_not_served_and_anchors_nothing(daemon) -> None:
     client = await Client.connect(daemon.ws_url)
     try:
         ann = announcement(ALICE, daemon.domain, "held")
         ok, msg = await client.publish(ann)
         assert ok and msg.startswith("purgatory:")
         assert await client.query({"kinds": [30617]}) == []
-        ok, _ = await client.publish(issue(BOB, pubkey_of(ALICE), "held"))
-        assert ok
+        ok, msg = await client.publish(issue(BOB, pubkey_of(ALICE), "held"))
+        assert not ok and msg.startswith("blocked:") and "waits for its git data" in msg
     finally:
         await client.close()
 
@@ -226,14 +236,14 @@ async def test_archive_whitelist_accepts_announcements_elsewhere(start_daemon) -
 
 async def test_pipelined_dependent_events_on_one_connection(daemon) -> None:
     """A client may send an announcement, its state, an issue and a comment on the issue
-    without waiting for OKs: each is judged after the ones it depends on."""
-    from tests.daemon import state
-
+    without waiting for OKs: each is judged after the ones it depends on. (The repo is served
+    first: a held announcement anchors nothing.)"""
     client = await Client.connect(daemon.ws_url)
     try:
         owner = pubkey_of(ALICE)
-        ann = announcement(ALICE, daemon.domain, "burst")
-        st = state(ALICE, "burst", {"refs/heads/main": "c" * 40})
+        await served_repo(client, daemon.domain, ALICE, "burst")
+        ann = announcement(ALICE, daemon.domain, "burst", created_at=now() + 1)
+        st = state(ALICE, "burst", {"refs/heads/main": "c" * 40}, created_at=now() + 1)
         bug = issue(BOB, owner, "burst")
         comment = sign_event(CAROL, 1111, "me too", [["E", bug.id], ["K", "1621"], ["e", bug.id]], now())
         for event in (ann, st, bug, comment):
