@@ -47,10 +47,14 @@ class Subscriptions:
         """Queue the event on every matching subscription; returns how many got it."""
         raw = raw_json
         sent = 0
+        frames: dict[str, str] = {}  # many clients use the same ids ("live", "sub"): build once
         for conn, subs in list(self._by_conn.items()):
             for sub_id, filters in list(subs.items()):
                 if any(f.matches(event) for f in filters):
-                    raw = raw or event.to_json()
-                    conn.send_event(sub_id, event_frame(sub_id, raw))
+                    frame = frames.get(sub_id)
+                    if frame is None:
+                        raw = raw or event.to_json()
+                        frame = frames[sub_id] = event_frame(sub_id, raw)
+                    conn.send_event(sub_id, frame)
                     sent += 1
         return sent

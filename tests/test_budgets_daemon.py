@@ -31,12 +31,12 @@ async def slow_client(daemon: Daemon) -> Any:
     return await websockets.connect(daemon.ws_url, sock=sock, max_size=2**24, max_queue=1, open_timeout=10)
 
 
-async def publish_big(daemon: Daemon) -> None:
-    """BIG_EVENTS kind 10317 lists (accepted from anyone) of CONTENT bytes each, by as many
+async def publish_big(daemon: Daemon, count: int = BIG_EVENTS, first: int = 0) -> None:
+    """`count` kind 10317 lists (accepted from anyone) of CONTENT bytes each, by as many
     authors (the kind is replaceable): 3 MB of stored events one REQ returns."""
     client = await Client.connect(daemon.ws_url)
     try:
-        for i in range(BIG_EVENTS):
+        for i in range(first, first + count):
             secret = f"{i + 1:064x}"
             event = sign_event(secret, 10317, "x" * CONTENT, [["g", f"wss://{i}.example"]], now())
             ok, msg = await client.publish(event)
@@ -111,6 +111,29 @@ async def test_repeated_req_replaces_the_unsent_result(start_daemon) -> None:
     # whole, and of the earlier ones what the kernel had already taken (a few MB)
     assert len(eose) == 1 and frames[-1][0] == "NOTICE"
     assert BIG_EVENTS <= len(events) <= 2 * BIG_EVENTS + 5
+
+
+async def test_live_subscription_that_overflows_is_closed(start_daemon) -> None:
+    """Live events for a client that does not read: they fill its outbox, then the
+    subscription is closed with a reason instead of silently missing events."""
+    daemon = start_daemon(outbox_max_bytes=256 * 1024, outbox_stall_s=60)
+    ws = await slow_client(daemon)
+    try:
+        await ws.send(json.dumps(["REQ", "live", {"kinds": [10317]}]))
+        await asyncio.sleep(0.3)
+        await publish_big(daemon, count=80)  # 8 MB: past the kernel's buffers and the budget
+        await asyncio.sleep(0.5)
+        frames = await drain(ws, timeout=3.0)
+    finally:
+        await ws.close()
+    live = [f for f in frames if f[0] == "EVENT" and f[1] == "live"]
+    closed = [f for f in frames if f[0] == "CLOSED"]
+    # before: all 80 queued, however long the client takes
+    assert len(closed) == 1 and closed[0][1] == "live" and frames[-1] == closed[0]
+    assert "live events for this subscription were dropped" in closed[0][2]
+    assert 0 < len(live) < 80
+    assert metric(metrics_of(daemon), "grasp_budget_exceeded_total", budget="outbox",
+                  action="subscription_closed") == 1
 
 
 async def test_client_that_stays_congested_is_dropped(start_daemon) -> None:
