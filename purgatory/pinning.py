@@ -81,6 +81,7 @@ MAX_CONCURRENT = 8  # libgit2 uses one connection at a time
 MAX_CONNECTIONS = 256
 MAX_REQUESTS = 256  # per connection; a stateless negotiation is one POST per round
 MAX_INTERIM = 4  # 1xx responses skipped before the real one
+MAX_TRAILERS = 64
 MAX_NOTES = 16
 ACCEPT_POLL_S = 0.1
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -321,6 +322,7 @@ class Reader:
             n -= got
 
     def copy_to_eof(self, dst: socket.socket, deadline: float) -> None:
+        """Everything until the peer closes (bounded by the deadline, as every read is)."""
         if self._buffer:
             dst.sendall(self._buffer)
             self._buffer.clear()
@@ -333,7 +335,8 @@ class Reader:
             dst.sendall(view[:got])
 
     def copy_chunked(self, dst: socket.socket, deadline: float) -> None:
-        """A chunked body, verbatim: each size line is read, each chunk copied as a block."""
+        """A chunked body, verbatim: each size line is read, each chunk copied as a block.
+        (No count bounds the chunks; the deadline does, every read checks it.)"""
         while True:
             line = self.read_until(b"\r\n", LINE_LIMIT, deadline)
             size = line[:-2].split(b";", 1)[0].strip()
@@ -343,9 +346,12 @@ class Reader:
             if int(size, 16) == 0:
                 break
             self.copy(int(size, 16) + 2, dst, deadline)
-        while (trailer := self.read_until(b"\r\n", LINE_LIMIT, deadline)) != b"\r\n":
+        for _ in range(MAX_TRAILERS + 1):
+            trailer = self.read_until(b"\r\n", LINE_LIMIT, deadline)
             dst.sendall(trailer)
-        dst.sendall(trailer)
+            if trailer == b"\r\n":
+                return
+        raise ProtocolError("too many trailer lines")
 
     def copy_body(self, framing: Framing, dst: socket.socket, deadline: float) -> None:
         if framing.kind == "length":
@@ -600,9 +606,9 @@ class Forwarder:
             wait_s = self._head_s if index == 0 else self._idle_s
             try:
                 raw = client.read_until(b"\r\n\r\n", REQUEST_HEAD_LIMIT,
-                                        min(time.monotonic() + wait_s, self._deadline), eof_ok=index > 0)
+                                        min(time.monotonic() + wait_s, self._deadline), eof_ok=True)
                 if not raw:
-                    return  # libgit2 is done with this connection
+                    return  # libgit2 is done with this connection (or never used it)
                 request = parse_request(raw)
                 framing = request_framing(request.head)
             except TimeoutError:
