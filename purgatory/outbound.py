@@ -93,7 +93,7 @@ async def check_outbound(url: str, allow_private: bool, schemes: Collection[str]
         if allow_private:
             return OutboundCheck(None)  # let the connection itself report it
         return OutboundCheck(f"cannot resolve {host}: {exc.strerror or exc}")
-    addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
     private = sorted(a for a in addresses if not is_public(a))
     if private and not allow_private:
         return OutboundCheck(

@@ -65,7 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 import structlog
@@ -475,7 +475,7 @@ class Forwarder:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Forwarder:
+    def start(self) -> Self:
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=MAX_CONCURRENT)
         self._listener.settimeout(ACCEPT_POLL_S)
         self._spawn(self._accept_loop, "accept")
@@ -504,7 +504,7 @@ class Forwarder:
                 return False
             alive[0].join(left)
 
-    def __enter__(self) -> Forwarder:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from purgatory.outbound import GIT_SCHEMES, check_clone_url, check_outbound, is_public, outbound_refusal, scheme_refusal
+from purgatory.outbound import (
+    GIT_SCHEMES,
+    check_clone_url,
+    check_outbound,
+    is_public,
+    outbound_refusal,
+    scheme_refusal,
+)
 
 
 @pytest.mark.parametrize("address,public", [

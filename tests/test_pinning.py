@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pygit2
 import pytest
@@ -94,7 +95,7 @@ class _Listener:
                 except OSError:
                     pass
 
-    def __enter__(self) -> _Listener:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -366,7 +367,7 @@ def test_every_request_on_a_kept_alive_connection_is_checked(upstream: Upstream,
         fwd = _forwarder(f"http://pinned.invalid:{upstream.port}/r.git", ("127.0.0.1",))
         try:
             with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as sock:
-                sock.sendall(f"GET /r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                sock.sendall(b"GET /r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 first = _read_response(sock)
                 sock.sendall(f"GET http://pinned.invalid:{upstream.port}/r.git/info/refs?service=git-upload-pack "
                              f"HTTP/1.1\r\n\r\n".encode())
@@ -547,7 +548,7 @@ async def test_the_sync_context_fetches_from_the_address_its_check_approved(
         tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check (here answering as a rebinding name would: 127.0.0.2) and the fetch share the
     addresses: the fetch goes to 127.0.0.2, not to where "localhost" points when libgit2 asks."""
-    import purgatory.store_context as store_context
+    from purgatory import store_context
     from purgatory.outbound import OutboundCheck
 
     elsewhere, checked = _same_port_on_two_loopback_addresses(tmp_path)

@@ -33,7 +33,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from tests.gitutil import git
@@ -454,7 +454,7 @@ class _RedirectHandler(BaseHTTPRequestHandler):
     server: _RedirectServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -484,7 +484,7 @@ class Redirector:
         self._server: _RedirectServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> Redirector:
+    def start(self) -> Self:
         server = _RedirectServer(("127.0.0.1", 0), _RedirectHandler)
         server.redirector = self
         server.tls = self._tls
@@ -502,7 +502,7 @@ class Redirector:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> Redirector:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
