@@ -155,6 +155,7 @@ async def test_a_redirect_is_never_followed(tmp_path: Path, work: Path, upstream
         assert f"redirect refused: {status} to http://{host}:{upstream.port}/r.git/info/refs" in outcome.detail
         assert bounce.requests == 1
     assert upstream.requests == 0
+    assert pygit2.Repository(str(tmp_path / "q.git")).config["http.followRedirects"] == "false"  # libgit2's own guard
 
 
 async def test_an_https_redirect_to_another_port_of_the_same_host_is_refused(
@@ -270,6 +271,23 @@ async def test_an_https_upstream_with_a_certificate_for_another_name_fails_as_tl
         assert not outcome.ok and outcome.kind == "tls", outcome
         assert "CERTIFICATE_VERIFY_FAILED" in outcome.detail
         assert time.monotonic() - started < 5 and up.requests == 0
+
+
+async def test_proxy_variables_and_git_config_do_not_divert_a_fetch(
+        tmp_path: Path, work: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libgit2 is given no proxy (GIT_PROXY_NONE), so neither the environment nor the
+    quarantine's config can send the bytes anywhere but the forwarder."""
+    upstream.make_repo("r", work)
+    dest = tmp_path / "q.git"
+    with _Listener() as proxy:
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        pygit2.init_repository(str(dest), bare=True).config["http.proxy"] = f"http://127.0.0.1:{proxy.port}"
+
+        outcome = await fetch_oids(upstream.url_for("r"), dest, {rev(work)}, TIMEOUT_S, ("127.0.0.1",))
+
+        assert outcome.ok, outcome
+        assert proxy.accepted == 0 and upstream.fetches == 1
 
 
 async def test_no_checked_address_fails_cleanly_without_a_connection(tmp_path: Path, work: Path,
