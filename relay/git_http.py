@@ -209,6 +209,7 @@ class GitHttp:
         preamble = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
         await start_stream(send, 200, ctype)
         await send({"type": "http.response.body", "body": preamble + out})
+        self.metrics.git_operation(service[4:], "advertised", 0, len(preamble) + len(out))  # type: ignore[arg-type]
 
     # --- upload-pack --------------------------------------------------------------------
     async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -265,7 +266,9 @@ class GitHttp:
         plan = await self.plan(repo, updates)
         refusal = self.admit(repo, plan)
         if refusal is not None:
-            if await drain(body):
+            drained = await drain(body)
+            self.metrics.git_operation("receive-pack", "refused", len(parser.consumed) + (drained or 0), 0)
+            if drained is not None:
                 await self._answer_refusal(send, repo, parser, plan, refusal)
             return
         limit, what = cap, "push"

@@ -94,17 +94,18 @@ async def spool(dest: BinaryIO, head: bytes, body: AsyncIterator[bytes], limit: 
     return total
 
 
-async def drain(body: AsyncIterator[bytes]) -> bool:
+async def drain(body: AsyncIterator[bytes]) -> int | None:
     """Read a body to its end without keeping it (curl must finish sending before it reads
-    an answer); False when the client went away meanwhile."""
+    an answer); the bytes read, or None when the client went away meanwhile."""
+    read = 0
     try:
-        async for _ in body:
-            pass
+        async for chunk in body:
+            read += len(chunk)
     except (BodyTooLarge, BadBody):
         pass
     except ClientGone:
-        return False
-    return True
+        return None
+    return read
 
 
 async def run_git(cmd: list[str], env: dict[str, str], stdin: BinaryIO, stdout: BinaryIO) -> tuple[int, str]:
