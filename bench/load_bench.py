@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -40,10 +39,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import websockets  # noqa: E402
+import websockets
+from peer import RelayProcess, default_grasp_binary, grasp_relay, peer_relay
 
-from peer import RelayProcess, default_grasp_binary, grasp_relay, peer_relay  # noqa: E402
-from storage.event import sign_event  # noqa: E402
+from storage.event import sign_event
 
 KIND = 10317  # accepted by grasp-relay from anyone (the user's GRASP list), replaceable per author
 BIG_CONTENT = 15_000
@@ -60,17 +59,17 @@ def percentile(values: list[float], pct: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 # --- subscribers (worker processes) ------------------------------------------------------------
 def subscriber_worker(url: str, count: int, start_at: float, stop_at: float, phase_edge: float,
-                      out: "multiprocessing.Queue[dict[str, Any]]") -> None:
+                      out: multiprocessing.Queue[dict[str, Any]]) -> None:
     asyncio.run(_subscribers(url, count, start_at, stop_at, phase_edge, out))
 
 
 async def _subscribers(url: str, count: int, start_at: float, stop_at: float, phase_edge: float,
-                       out: "multiprocessing.Queue[dict[str, Any]]") -> None:
+                       out: multiprocessing.Queue[dict[str, Any]]) -> None:
     latencies: dict[str, list[float]] = {"calm": [], "hostile": []}
     received: dict[str, int] = {"calm": 0, "hostile": 0}
     held_at_edge = 0
@@ -83,7 +82,7 @@ async def _subscribers(url: str, count: int, start_at: float, stop_at: float, ph
                 while time.time() < stop_at:
                     try:
                         raw = await asyncio.wait_for(ws.recv(), max(0.1, stop_at - time.time()))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                     msg = json.loads(raw)
                     if msg[0] == "CLOSED":
@@ -99,7 +98,7 @@ async def _subscribers(url: str, count: int, start_at: float, stop_at: float, ph
                     phase = "calm" if sent < phase_edge else "hostile"
                     latencies[phase].append(now - sent)
                     received[phase] += 1
-        except (OSError, websockets.WebSocketException, asyncio.TimeoutError):
+        except (TimeoutError, OSError, websockets.WebSocketException):
             alive[i] = False
 
     async def watch_edge() -> None:
@@ -117,12 +116,12 @@ async def _subscribers(url: str, count: int, start_at: float, stop_at: float, ph
 
 # --- hostile connections (one process) ------------------------------------------------------------
 def hostile_worker(url: str, count: int, start_at: float, stop_at: float,
-                   out: "multiprocessing.Queue[dict[str, Any]]") -> None:
+                   out: multiprocessing.Queue[dict[str, Any]]) -> None:
     asyncio.run(_hostile(url, count, start_at, stop_at, out))
 
 
 async def _hostile(url: str, count: int, start_at: float, stop_at: float,
-                   out: "multiprocessing.Queue[dict[str, Any]]") -> None:
+                   out: multiprocessing.Queue[dict[str, Any]]) -> None:
     import socket
 
     stats = {"non_reader": 0, "re_req": 0, "garbage": 0, "closed_by_relay": 0, "refused": 0}
@@ -143,7 +142,7 @@ async def _hostile(url: str, count: int, start_at: float, stop_at: float,
         try:
             ws = await (connect_slow() if role != "garbage" else
                         websockets.connect(url, max_size=None, open_timeout=TIMEOUT_S, ping_interval=None))
-        except (OSError, websockets.WebSocketException, asyncio.TimeoutError):
+        except (TimeoutError, OSError, websockets.WebSocketException):
             stats["refused"] += 1
             return
         stats[role] += 1
@@ -168,7 +167,7 @@ async def _hostile(url: str, count: int, start_at: float, stop_at: float,
                         while True:  # the garbage sender reads its answers now and then
                             try:
                                 await asyncio.wait_for(ws.recv(), 0.001)
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 break
                     await asyncio.sleep(0.005)
         except websockets.ConnectionClosed:
@@ -178,8 +177,8 @@ async def _hostile(url: str, count: int, start_at: float, stop_at: float,
         finally:
             try:
                 await asyncio.wait_for(ws.close(), 1)
-            except Exception:  # noqa: BLE001 - a full socket may never close cleanly
-                pass
+            except Exception as exc:  # noqa: BLE001 - a full socket may never close cleanly
+                stats.setdefault(f"unclosed_{type(exc).__name__}", 0)
 
     await asyncio.gather(*(one(i) for i in range(count)))
     out.put({"hostile": stats})
@@ -209,7 +208,7 @@ async def publisher(url: str, start_at: float, stop_at: float, edge: float, inte
                     msg = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
                     if msg[0] == "OK" and msg[1] == event.id:
                         break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 probe.failures.append("publisher: no OK")
                 return
             await asyncio.sleep(max(0.0, interval - (time.time() - sent)))
@@ -229,7 +228,7 @@ async def prober(url: str, start_at: float, stop_at: float, edge: float, probe: 
                     msg = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
                     if msg[0] in ("EOSE", "CLOSED") and msg[1] == sub:
                         break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 probe.failures.append("prober: no EOSE")
                 return
             probe.req["calm" if started < edge else "hostile"].append(time.time() - started)
@@ -316,7 +315,7 @@ def bench_relay(relay: RelayProcess, args: argparse.Namespace) -> dict[str, Any]
 def summarise(name: str, args: argparse.Namespace, probe: Probe, results: list[dict[str, Any]],
               rss: list[tuple[float, float]], start_at: float, edge: float, stop_at: float) -> dict[str, Any]:
     subs = [r for r in results if "latencies" in r]
-    hostile = next((r["hostile"] for r in results if "hostile" in r), {})
+    hostile: dict[str, int] = next((r["hostile"] for r in results if "hostile" in r), {})
     report: dict[str, Any] = {"relay": name, "subscribers": args.subscribers, "attackers": hostile,
                               "failures": probe.failures}
     for phase, (lo, hi) in (("calm", (start_at, edge)), ("hostile", (edge, stop_at))):
@@ -390,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{relay.name} on {relay.url}", file=sys.stderr)
                 try:
                     reports.append(bench_relay(relay, args))
-                except Exception as exc:  # the peer may not survive: report and go on
+                except Exception as exc:  # noqa: BLE001 - the peer may not survive: report and go on
                     print(f"{relay.name} failed: {exc!r}\n{relay.log_tail()}", file=sys.stderr)
                     reports.append({"relay": relay.name, "error": repr(exc)})
     good = [r for r in reports if "error" not in r]

@@ -39,11 +39,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage import schema  # noqa: E402
-from storage.event import Event  # noqa: E402
-from storage.filters import Filter  # noqa: E402
-from storage.query import select_count, select_raw  # noqa: E402
-from storage.write_ops import index_tags  # noqa: E402
+from storage import schema
+from storage.event import Event
+from storage.filters import Filter
+from storage.query import select_count, select_raw
+from storage.write_ops import index_tags
 
 BASE_TIME = 1_700_000_000
 SPAN_S = 365 * 86400
@@ -203,7 +203,7 @@ def bench_sql(path: Path, f: dict[str, Any], rounds: int, plans: bool = False
     out = []
     for name, (verb, raw) in cases(f).items():
         flt = Filter.from_dict(raw, 5000)
-        run = lambda sql, params: conn.execute(sql, params).fetchall()  # noqa: E731 - the planner's probes
+        run = lambda sql, params: conn.execute(sql, params).fetchall()
         started = time.perf_counter()
         built = select_count([flt], run) if verb == "COUNT" else select_raw([flt], 500, run)
         planned_ms = (time.perf_counter() - started) * 1000

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from storage.event import Event, EventError, is_hex
 from storage.filters import Filter, FilterError, encodable, shown
@@ -30,7 +31,7 @@ class Limits:
     max_subid_length: int = 256
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Limits":
+    def from_settings(cls, settings: Any) -> Limits:
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 

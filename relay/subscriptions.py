@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from relay.protocol import event_frame
 from storage.event import Event
 from storage.filters import Filter
-from relay.protocol import event_frame
 
 
 class Subscriber(Protocol):

@@ -102,7 +102,7 @@ class EventStore:
         self._guards: set[reads.Guard] = set()  # client reads under way, stopped by close()
 
     @classmethod
-    async def open(cls, path: Path, settings: Settings) -> "EventStore":
+    async def open(cls, path: Path, settings: Settings) -> EventStore:
         """Open (creating directory and schema if needed) the database at `path`."""
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(None, open_writer, path, settings.store_synchronous)

@@ -29,7 +29,7 @@ class Filter:
     limit: int | None = None
 
     @classmethod
-    def from_dict(cls, obj: Any, max_limit: int | None = None) -> "Filter":
+    def from_dict(cls, obj: Any, max_limit: int | None = None) -> Filter:
         if not isinstance(obj, dict):
             raise FilterError("filter is not a JSON object")
         tags: list[tuple[str, frozenset[str]]] = []

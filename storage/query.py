@@ -272,11 +272,9 @@ def select_raw(filters: list[Filter], default_limit: int, run: Run | None = None
     union = " UNION ".join(arms)
     # sort the keys first, then read each row's raw text in that order: the sorter never
     # holds whole events
-    return (
-        "SELECT (SELECT ev.raw FROM events ev WHERE ev.seq = u.seq) FROM "
-        f"(SELECT seq, created_at, id FROM ({union}) ORDER BY created_at DESC, id) u",
-        params,
-    )
+    text = ("SELECT (SELECT ev.raw FROM events ev WHERE ev.seq = u.seq) FROM "
+            f"(SELECT seq, created_at, id FROM ({union}) ORDER BY created_at DESC, id) u")
+    return text, params
 
 
 def select_count(filters: list[Filter], run: Run | None = None) -> tuple[str, list[object]] | None:

@@ -123,7 +123,7 @@ def stream(conn: sqlite3.Connection, guard: Guard, filters: list[Filter], defaul
             if not rows:
                 return "done"
             pending = _hand_over(guard.loop, deliver, [row[0] for row in rows])
-    except sqlite3.OperationalError as exc:
+    except sqlite3.OperationalError:
         if guard.reason == "budget":
             return "budget"
         if guard.reason is not None:
@@ -154,7 +154,7 @@ def _hand_over(loop: asyncio.AbstractEventLoop, deliver: Deliver, batch: list[st
             return
         try:
             future.set_result(bool(deliver(batch)))
-        except BaseException as exc:  # reaches the thread, which stops the stream
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread, which stops the stream
             future.set_exception(exc)
 
     loop.call_soon_threadsafe(on_loop)

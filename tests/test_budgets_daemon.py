@@ -51,7 +51,7 @@ async def drain(ws: Any, until_sub: str | None = None, timeout: float = 3.0) -> 
     while True:
         try:
             msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return frames
         frames.append(msg)
         if until_sub is not None and msg[0] in ("EOSE", "CLOSED") and msg[1] == until_sub:

@@ -17,13 +17,15 @@ synchronous) can drive it."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 import websockets
 
@@ -116,7 +118,7 @@ class Fuzzer:
         except websockets.ConnectionClosed as exc:
             self.closes[exc.rcvd.code if exc.rcvd is not None else 0] += 1
             self.ws = None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FuzzFailure(f"neither an answer nor a close after {frame.describe()}") from None
 
     async def _until_probe(self, probe: str) -> set[str]:
@@ -128,7 +130,7 @@ class Fuzzer:
                 raise FuzzFailure(f"no answer to probe {probe} within {ANSWER_TIMEOUT_S} s")
             try:
                 raw = await asyncio.wait_for(self.ws.recv(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             try:
                 msg = json.loads(raw)
@@ -179,7 +181,7 @@ class GoodClient:
                 started = time.monotonic()
                 try:
                     await ws.send(json.dumps(["REQ", sub, {"kinds": [10317], "limit": 3}]))
-                    closed = await self._wait(ws, lambda m: m[0] in ("EOSE", "CLOSED") and m[1] == sub)
+                    closed = await self._wait(ws, lambda m, sub=sub: m[0] in ("EOSE", "CLOSED") and m[1] == sub)
                     if closed[0] == "CLOSED":
                         self.failures.append(f"round {self.rounds}: {closed}")
                         return
@@ -188,8 +190,8 @@ class GoodClient:
                         event = sign_event(self.secret, 10317, "", [["g", f"wss://r{self.rounds}.example"]],
                                            int(time.time()))
                         await ws.send(json.dumps(["EVENT", event.to_dict()]))
-                        await self._wait(ws, lambda m: m[0] == "OK" and m[1] == event.id and m[2] is True)
-                except (asyncio.TimeoutError, websockets.ConnectionClosed) as exc:
+                        await self._wait(ws, lambda m, eid=event.id: m[0] == "OK" and m[1] == eid and m[2] is True)
+                except (TimeoutError, websockets.ConnectionClosed) as exc:
                     self.failures.append(f"round {self.rounds}: {type(exc).__name__} {exc}")
                     return
                 self.latencies.append(time.monotonic() - started)
@@ -218,8 +220,8 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> "asyncio.Future[Any]":
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[return-value]
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
         """Cancel what still runs (a client after a failure), let it finish, stop."""

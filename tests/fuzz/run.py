@@ -27,15 +27,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon import Daemon  # noqa: E402
-from tests.fuzz.harness import GOOD_TIMEOUT_S, Fuzzer, GoodClient, LoopThread, check_log  # noqa: E402
+from tests.daemon import Daemon
+from tests.fuzz.harness import GOOD_TIMEOUT_S, Fuzzer, GoodClient, LoopThread, check_log
 
 ROUND_EXAMPLES = 500
 
 
-def _worker(url: str, seed: int, until: float, out: "multiprocessing.Queue[dict[str, Any]]") -> None:
+def _worker(url: str, seed: int, until: float, out: multiprocessing.Queue[dict[str, Any]]) -> None:
     """One process: rounds of ROUND_EXAMPLES hypothesis examples until `until`."""
-    from hypothesis import HealthCheck, given, seed as hypothesis_seed, settings
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
 
     from tests.fuzz.frames import Frame, frames
 
