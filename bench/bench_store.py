@@ -91,7 +91,8 @@ async def main() -> None:
         rng = random.Random(1)
         cases = {
             "#a hot repo": [Filter(tags=(("a", frozenset([coords[0]])),), limit=500)],
-            "#a hot repo + kinds": [Filter(kinds=frozenset([1617, 1618]), tags=(("a", frozenset([coords[0]])),), limit=500)],
+            "#a hot repo + kinds": [Filter(kinds=frozenset([1617, 1618]), tags=(("a", frozenset([coords[0]])),),
+                                           limit=500)],
             "hot author+kind": [Filter(authors=frozenset([authors[0]]), kinds=frozenset([1]), limit=500)],
             "#a one repo": [Filter(tags=(("a", frozenset([rng.choice(coords)])),), limit=500)],
             "#a + kinds": [Filter(kinds=frozenset([1617, 1618]), tags=(("a", frozenset([coords[3]])),), limit=500)],

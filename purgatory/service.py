@@ -397,7 +397,8 @@ class Purgatory:
         """Served 30618s for this identifier, newest first (tie: lowest id)."""
         from storage.filters import Filter
 
-        found = await self.store.query([Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))], 1000)
+        states = Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))
+        found = await self.store.query([states], 1000)
         return sorted(found, key=lambda e: (-e.created_at, e.id))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -241,7 +242,7 @@ def serve(settings: Settings) -> int:
         # X-Forwarded-For is honoured by relay/ratelimit.py for GRASP_TRUSTED_PROXIES only;
         # uvicorn's own default would believe it from any local peer
         proxy_headers=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),  # uvicorn takes whole seconds
     )
     server = NotifyingServer(config)
     try:

@@ -31,7 +31,7 @@ from relay.git_io import (
     CHUNK, client_gone, drain, end_stream, respond_text, run_git, send_file, spool,
     start_stream, stderr_tail, stop_git,
 )
-from relay.metrics import DisabledMetrics, MetricsSink
+from relay.metrics import DisabledMetrics, GitService, MetricsSink
 from relay.spawn import spawn
 from relay.push_auth import PushPlan, apply_updates, decide
 from relay.pktline import (
@@ -209,7 +209,7 @@ class GitHttp:
         preamble = b"" if "version=2" in env.get("GIT_PROTOCOL", "") else service_advertisement_header(service)
         await start_stream(send, 200, ctype)
         await send({"type": "http.response.body", "body": preamble + out})
-        self.metrics.git_operation(service[4:], "advertised", 0, len(preamble) + len(out))  # type: ignore[arg-type]
+        self.metrics.git_operation(service[4:], "advertised", 0, len(preamble) + len(out))
 
     # --- upload-pack --------------------------------------------------------------------
     async def _upload_pack(self, scope: Scope, receive: Receive, send: Send, repo: RepoRef) -> None:
@@ -374,7 +374,7 @@ class GitHttp:
                               plan: PushPlan, first: str) -> None:
         """A report-status refusing every command, which `git push` prints per ref."""
         log.info("push_refused", repo=str(repo.path), reason=first)
-        reasons = list(plan.reasons) if plan.refused else [first] * len(plan.updates)
+        reasons: list[str | None] = list(plan.reasons) if plan.refused else [first] * len(plan.updates)
         await start_stream(send, 200, RECEIVE_RESULT)
         await send({"type": "http.response.body",
                     "body": report_status_refusal(parser.result, reasons, f"push refused as a whole: {first}")})
@@ -391,7 +391,7 @@ class GitHttp:
         watch = asyncio.ensure_future(gone())
         started = False
         sent = 0
-        service = cmd[1]
+        service: GitService = "upload-pack"
         try:
             while True:
                 read = asyncio.ensure_future(proc.stdout.read(CHUNK))

@@ -20,7 +20,7 @@ import websockets
 from purgatory.outbound import check_outbound
 from relay.protocol import check_limits
 from storage import nip34
-from storage.event import Event, EventError
+from storage.event import Event
 from storage.filters import Filter
 
 if TYPE_CHECKING:

@@ -173,7 +173,7 @@ def check_nip11(run: Run, ends: Endpoints, timeout: float) -> None:
                 problems.append(f"NIP-{nip} not in supported_nips")
         if "GRASP-01" not in (doc.get("supported_grasps") or []):
             problems.append("GRASP-01 not in supported_grasps")
-    detail = "; ".join(problems) if problems else f"{doc.get('name')} {doc.get('version', '')}".strip()  # type: ignore[union-attr]
+    detail = "; ".join(problems) if problems else f"{doc.get('name')} {doc.get('version', '')}".strip()
     run.record("NIP-11 document (fields, content type, CORS)", not problems, detail,
                "a proxy that rewrites headers or serves another site at /; the relay answers NIP-11 itself")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from storage.event import Event, is_hex
@@ -230,7 +230,7 @@ class RoleEntry:
         return self.active and self.role in (LEAD, MAINTAINER)
 
 
-def role_entry(tag: list[str], now: float) -> RoleEntry | None:
+def role_entry(tag: Sequence[str], now: float) -> RoleEntry | None:
     """Read one tag as a role entry at `now`; None when it is not a role tag.
 
     Values after the pubkey are unix times alternating start, end, start, end... They must

@@ -201,7 +201,8 @@ def state(secret: str, identifier: str, refs: dict[str, str], head: str = "refs/
     return sign_event(secret, 30618, "", tags, created_at or now())
 
 
-def issue(secret: str, owner_pubkey: str, identifier: str, subject: str = "bug", created_at: int | None = None) -> Event:
+def issue(secret: str, owner_pubkey: str, identifier: str, subject: str = "bug",
+          created_at: int | None = None) -> Event:
     tags = [["a", f"30617:{owner_pubkey}:{identifier}"], ["p", owner_pubkey], ["subject", subject]]
     return sign_event(secret, 1621, f"issue {subject}", tags, created_at or now())
 

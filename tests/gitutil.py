@@ -16,7 +16,8 @@ GIT_ENV = {
 }
 
 
-def git(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def git(*args: str, cwd: Path | None = None, check: bool = True,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **GIT_ENV}
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -15,7 +15,8 @@ from tests.daemon import ALICE, console_script, npub_of, pubkey_of
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}
-    return subprocess.run([*console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run([*console_script(), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=30, check=False)
 
 
 def test_help_is_output_on_stdout(tmp_path: Path) -> None:

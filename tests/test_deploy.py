@@ -48,7 +48,8 @@ def dockerfile_final_stage() -> list[tuple[str, str]]:
             continue
         logical.append(pending + stripped)
         pending = ""
-    instructions = [(l.split(None, 1)[0].upper(), l.split(None, 1)[1] if " " in l else "") for l in logical]
+    instructions = [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+                    for line in logical]
     last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
     return instructions[last_from:]
 
@@ -133,7 +134,7 @@ def test_dockerfile_env_validates_and_matches_expose_and_volume(monkeypatch: pyt
 
 
 def test_dockerignore_keeps_secrets_state_and_peer_venv_out() -> None:
-    patterns = {l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()}
+    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     for needed in (".git", ".env", "data/", "bench/"):
         assert needed in patterns
     for kept in ("pyproject.toml", "config", "storage", "relay", "purgatory"):

@@ -104,7 +104,7 @@ async def test_cli_reports_repairs_and_is_idempotent(start_daemon, tmp_path: Pat
                for line in lines), lines
     assert any(f"{name}: refs/heads/rogue at {tip} is unsigned" in line and "delete refs/heads/rogue" in line
                for line in lines), lines
-    assert any(f"refs/tags/v1 is absent" in line and f"create refs/tags/v1 at {older}" in line for line in lines)
+    assert any("refs/tags/v1 is absent" in line and f"create refs/tags/v1 at {older}" in line for line in lines)
     assert any("HEAD is refs/heads/rogue" in line and "point HEAD at refs/heads/main" in line for line in lines)
     assert any(line.startswith(f"{npub_of(ALICE)}/other.git: refs/heads/stray") for line in lines)
     assert refs_of(path)["refs/heads/main"] == older and head_of(path) == "refs/heads/rogue"

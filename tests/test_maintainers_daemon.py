@@ -132,7 +132,8 @@ async def test_confirmed_co_maintainer_lands_then_steps_down_without_roll_back(s
         assert cloned_main(alice_url, tmp_path / "clone1") == bob_tip
         # Bob steps down: his own announcement gives himself only an ended entry
         t = now()
-        await publish_ok(client, repo_ann(BOB, daemon, "team", ["M", pk(ALICE)], ["m", pk(BOB), str(t - 100), str(t - 10)],
+        await publish_ok(client, repo_ann(BOB, daemon, "team", ["M", pk(ALICE)],
+                                          ["m", pk(BOB), str(t - 100), str(t - 10)],
                                           here=False, created_at=t + 3), "")
         later = commit(work, "later.txt")
         await publish_refused(client, state(BOB, "team", {MAIN: later}, created_at=t + 4), "invalid:", "steps you down")

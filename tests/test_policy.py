@@ -350,7 +350,8 @@ def test_state_by_a_stepped_down_maintainer_is_refused() -> None:
 
 
 def test_role_tag_intervals_are_judged_at_the_policy_clock() -> None:
-    view = FakeView().serve(ann("A", roles=(["m", PK["B"], str(T0 + 100)],)), ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["A"]]]))
+    view = FakeView().serve(ann("A", roles=(["m", PK["B"], str(T0 + 100)],)),
+                            ev("B", nip34.ANNOUNCEMENT, [["d", "repo"], ["m", PK["A"]]]))
     early = PolicyContext(DOMAIN, clock=lambda: T0)
     late = PolicyContext(DOMAIN, clock=lambda: T0 + 100)
     assert_reject(decide(state("B"), view, early), "invalid")

@@ -30,7 +30,8 @@ async def test_publish_script_announces_states_and_pushes_with_annotated_tags(da
     git("tag", "-a", "v1.0", "-m", "release", cwd=work)
     done = publish(daemon, work)
     assert done.returncode == 0, done.stdout + done.stderr
-    local = dict(line.split(" ", 1)[::-1] for line in git("show-ref", "--heads", "--tags", cwd=work).stdout.splitlines())
+    shown = git("show-ref", "--heads", "--tags", cwd=work).stdout.splitlines()
+    local = dict(line.split(" ", 1)[::-1] for line in shown)
     url = f"{daemon.http_url}/{npub_of(ALICE)}/example.git"
     served = {n: o for n, o in remote_refs(url).items() if n.startswith(("refs/heads/", "refs/tags/"))
               and not n.endswith("^{}")}

@@ -25,7 +25,7 @@ OTHER = [f"refs/nostr/{'e' * 64}", "refs/other/x"]
 
 
 @pytest.fixture(scope="module")
-def pool(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], bytes]:
+def pool(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], bytes]:  # noqa: F811
     """A served repo that holds the objects of four commits (no refs), and one pack of them
     all, sent with every push."""
     import os
