@@ -203,7 +203,8 @@ def bench_sql(path: Path, f: dict[str, Any], rounds: int, plans: bool = False
     out = []
     for name, (verb, raw) in cases(f).items():
         flt = Filter.from_dict(raw, 5000)
-        run = lambda sql, params: conn.execute(sql, params).fetchall()
+        def run(sql: str, params: list, conn=conn):  # type: ignore[no-untyped-def]
+            return conn.execute(sql, params).fetchall()
         started = time.perf_counter()
         built = select_count([flt], run) if verb == "COUNT" else select_raw([flt], 500, run)
         planned_ms = (time.perf_counter() - started) * 1000

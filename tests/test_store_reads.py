@@ -123,7 +123,8 @@ def test_tag_with_kinds_or_authors_walks_only_what_matches(big_store_file: Path)
     each; the tag index with kinds and the planner's probes keep each under a few thousand
     VM steps."""
     conn = schema.open_reader(big_store_file, same_thread=True)
-    run = lambda sql, params: conn.execute(sql, params).fetchall()
+    def run(sql, params):  # type: ignore[no-untyped-def]
+        return conn.execute(sql, params).fetchall()
     shapes = {
         "tag+kinds, nothing matches": (flt(**{"#t": ["bug"], "kinds": [1111], "limit": 50}), "REQ"),
         "tag+authors": (flt(**{"#p": ["x" * 64], "authors": [AUTHOR], "limit": 50}), "REQ"),

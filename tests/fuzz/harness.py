@@ -47,7 +47,8 @@ def check_relay_message(msg: Any) -> str:
     ok = isinstance(msg, list) and msg and isinstance(msg[0], str)
     kind = msg[0] if ok else None
     if kind == "EVENT":
-        ok = len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], dict) and isinstance(msg[2].get("id"), str)
+        ok = (len(msg) == 3 and isinstance(msg[1], str) and isinstance(msg[2], dict)
+              and isinstance(msg[2].get("id"), str))
     elif kind == "OK":
         ok = len(msg) == 4 and isinstance(msg[1], str) and isinstance(msg[2], bool) and isinstance(msg[3], str)
         ok = ok and (msg[2] or msg[3].split(":", 1)[0] in ("invalid", "blocked", "rate-limited", "error", "duplicate"))

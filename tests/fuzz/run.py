@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon import Daemon
-from tests.fuzz.harness import GOOD_TIMEOUT_S, Fuzzer, GoodClient, LoopThread, check_log
+from tests.daemon import Daemon  # noqa: E402 - after the path insert, for `python tests/fuzz/run.py`
+from tests.fuzz.harness import GOOD_TIMEOUT_S, Fuzzer, GoodClient, LoopThread, check_log  # noqa: E402
 
 ROUND_EXAMPLES = 500
 
