@@ -26,7 +26,7 @@ from relay.protocol import Limits
 from relay.reload import plan as reload_plan
 from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
-from relay import policy, ratelimit
+from relay import orphans, policy, ratelimit
 from relay.git_http import GitHttp, parse_git_path
 from relay.peers import PeerSync
 from relay.pushes import PushGate
@@ -147,6 +147,9 @@ class Relay:
         or a maintainer's) has a repo, aligned with its maintainers' served state."""
         if event.kind == nip34.ANNOUNCEMENT:
             await self.purgatory.adopt_announcement(event)
+        elif event.kind == 5:  # what rested only on the deleted events goes with them
+            await orphans.drop_orphans(event, self.store.view, self.policy_context, self.store.query,
+                                       self.store.remove_orphans)
 
     async def _broadcast(self, event: Event) -> None:
         self.subscriptions.broadcast(event)

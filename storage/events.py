@@ -171,6 +171,11 @@ class EventStore:
             guard.disarm()
             self._guards.discard(guard)
 
+    async def remove_orphans(self, event_ids: list[str]) -> list[str]:
+        """Drop served events that nothing served anchors any more (after a deletion)."""
+        removed: list[str] = await self._writer.submit(write_ops.remove_orphans, list(event_ids))
+        return removed
+
     # --- purgatory -----------------------------------------------------------------------
     async def hold(
         self, event: Event, identifier: str, owner_hint: str | None, expires_at: float, source: str
@@ -247,6 +252,8 @@ def _forgetter(view: StoreView) -> Callable[[Any, tuple[Any, ...], bool, Any], N
         elif fn is write_ops.hold:
             view.forget_event(args[0])
             view.forget_held(args[1])
+        elif fn is write_ops.remove_orphans:
+            view.forget_ids(args[0])
         elif fn in (write_ops.release, write_ops.discard):
             view.forget_ids(args[0])
             for result in value if ok and fn is write_ops.release else ():

@@ -140,6 +140,16 @@ def apply_deletion(conn: sqlite3.Connection, deletion: Event) -> tuple[list[str]
     return served, held
 
 
+def remove_orphans(conn: sqlite3.Connection, event_ids: list[str]) -> list[str]:
+    """Remove served events that lost the anchor they were stored for (the policy decided
+    which); returns the ids removed. Not tombstoned: the event may come back once its
+    repository is announced again."""
+    removed: list[str] = []
+    for event_id in dict.fromkeys(event_ids):
+        removed += _remove_where(conn, "id=? AND kind!=5", (event_id,))
+    return removed
+
+
 def parse_coordinate(coordinate: str) -> tuple[int, str, str] | None:
     """`kind:pubkey:d` -> (kind, pubkey, d); None when malformed."""
     parts = coordinate.split(":", 2)
