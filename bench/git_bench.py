@@ -300,10 +300,11 @@ def parallel_clones_with_ws_latency(work: Path, scratch: Path, clones: int = 4,
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,
                               check=True).stdout.strip()
         asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "big")],
-                                [state(ALICE, "big", {"refs/heads/main": head})],
-                                [issue(ALICE, pubkey_of(ALICE), "big", f"i{k}") for k in range(20)]))
+                                [state(ALICE, "big", {"refs/heads/main": head})]))
         url = f"{daemon.http_url}/{npub_of(ALICE)}/big.git"
         push_s = timed(lambda: run("git", "push", "-q", url, "main", cwd=work))
+        # issues anchor only on a served repository: after the push
+        asyncio.run(publish_all(daemon.ws_url, [issue(ALICE, pubkey_of(ALICE), "big", f"i{k}") for k in range(20)]))
         idle_probe = LatencyProbe(daemon.ws_url, interval_s=probe_interval_s).start()
         time.sleep(2.0)
         idle = percentiles(idle_probe.stop())

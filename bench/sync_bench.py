@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.daemon import ALICE, Client, Daemon, announcement, issue, pubkey_of, state  # noqa: E402
+from tests.daemon import ALICE, Client, Daemon, announcement, issue, npub_of, pubkey_of, state  # noqa: E402
 from tests.gitutil import GIT_ENV  # noqa: E402
 from tests.upstream import Upstream  # noqa: E402
 
@@ -245,6 +245,17 @@ def time_one_fetch(up: Upstream, name: str, tip: str, scratch: Path) -> float:
     return statistics.median(times)
 
 
+def _seed_repo(path: Path) -> str:
+    """A one-commit repository to push, so the probe's issues have a served repo to tag."""
+    env = {**os.environ, **GIT_ENV}
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], env=env, check=True)
+    (path / "seed.txt").write_text("seed\n")
+    subprocess.run(["git", "add", "."], cwd=path, env=env, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "seed"], cwd=path, env=env, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 async def publish_all(url: str, *batches: list[Any], marks: list[float] | None = None) -> float:
     """Send each batch of EVENTs on one connection, pipelined, and wait for all its OKs before
     the next batch; returns seconds. Batches because the relay checks the EVENTs of one
@@ -386,10 +397,15 @@ def run(args: argparse.Namespace) -> Result:
             anns = [announcement(ALICE, daemon.domain, name, extra_clone=[ups[i % plan.upstreams].url_for(name)])
                     for i, name in enumerate(names)]
             states = [state(ALICE, name, {"refs/heads/main": tips[i]}) for i, name in enumerate(names)]
-            # issues the probe's query finds (they reference a held announcement, so are served)
+            # issues the probe's query finds; they anchor only on a served repository, so the
+            # seed repository is announced, stated and pushed first
             owner = pubkey_of(ALICE)
             seed = [issue(ALICE, owner, "probe-seed", f"seed {k}") for k in range(20)]
-            asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "probe-seed")]))
+            seed_tip = _seed_repo(root / "seed-work")
+            asyncio.run(publish_all(daemon.ws_url, [announcement(ALICE, daemon.domain, "probe-seed")],
+                                    [state(ALICE, "probe-seed", {"refs/heads/main": seed_tip})]))
+            subprocess.run(["git", "push", "-q", f"{daemon.http_url}/{npub_of(ALICE)}/probe-seed.git", "main"],
+                           cwd=root / "seed-work", env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
             asyncio.run(publish_all(daemon.ws_url, seed))
             result = asyncio.run(measure(daemon, [anns, states], {e.id for e in anns + states}, args.timeout,
                                          args.probe_interval_ms / 1000, args.py_spy, args.upstream_nice,
