@@ -62,6 +62,7 @@ class SyncStats:
     syncs_done: int = 0
     syncs_retried: int = 0
     handed_to_domains: int = 0
+    splits_cut: int = 0  # one-object retries left for later: the domain had no slot
 
 
 class SyncContext(Protocol):
@@ -80,9 +81,11 @@ class SyncContext(Protocol):
       `clone` tags of waiting PRs, in a stable order. Our own origin may be included; the
       logic drops it.
     - `fetch(identifier, url, oids)`: fetch those OIDs from `url` into the owner's repo(s) and
-      verify them. Never raise for network or protocol errors: classify them in the outcome
-      (`timeout`, `refused`, `dns`, `tls` make the domain cool off; `not-our-ref`, `http`,
-      `error` do not). The caller also enforces `settings.fetch_timeout_s`, but the fetch
+      verify them, in one fetch session (the caller holds one throttle slot for it; a server
+      lacking one of them answers `not-our-ref`, and the caller asks again per object).
+      Never raise for network or protocol errors: classify them in the outcome (`timeout`,
+      `refused`, `dns`, `tls` make the domain cool off; `not-our-ref`, `http`, `error` do
+      not). The caller also enforces `settings.fetch_timeout_s`, but the fetch
       should stop its own work by then, since the throttle slot is freed at that point.
     - `process_new_data(identifier)`: the same "new data arrived" step a push runs: release
       what is now complete. Called after a successful fetch that changed `needed_oids`, and

@@ -226,6 +226,6 @@ class SyncService:
             await fetch_holding_slot(self._rt, identifier, url, domain, oids)
         finally:
             throttle = self.throttles.get(domain)
-            if throttle is not None:
-                throttle.mark_url_tried(identifier, url)
+            if throttle is not None and not throttle.has_split(identifier, url):
+                throttle.mark_url_tried(identifier, url)  # else one-object fetches are owed
             self.throttles.mark_not_in_progress(domain, identifier)

@@ -60,8 +60,10 @@ class StoreSyncContext:
         return list(dict.fromkeys(urls))
 
     async def fetch(self, identifier: str, url: str, oids: frozenset[str]) -> FetchOutcome:
-        """One fetch, connecting only to the addresses the outbound check approved (the
-        scheme, http or https, is part of the check)."""
+        """One fetch session, connecting only to the addresses the outbound check approved (the
+        scheme, http or https, is part of the check). A refusal because the server lacks one
+        of the objects is returned as is: the sync logic asks again per object, each in a
+        throttle slot of its own, so the domain's limits count every request."""
         check = await check_clone_url(url, self.settings.outbound_allow_private)
         if check.refusal is not None:
             log.info("fetch.blocked", identifier=identifier, url=url, reason=check.refusal)
@@ -70,25 +72,10 @@ class StoreSyncContext:
         dest = await self.purgatory.ensure_quarantine(identifier)
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s, check.addresses)
-        if outcome.kind == "not-our-ref" and len(oids) > 1:
-            outcome = await self._fetch_each(url, dest, oids, check.addresses)
         self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
         if not await self.has_pending(identifier):  # expired or released by a push meanwhile
             await self.purgatory.drop_quarantine(identifier)
         return outcome
-
-    async def _fetch_each(self, url: str, dest: Any, oids: frozenset[str], addresses: tuple[str, ...]) -> FetchOutcome:
-        """A server that lacks one wanted object refuses the whole fetch; when the data is
-        spread over several servers, ask for each object alone so partial progress counts
-        (pinned to the addresses checked for the first fetch)."""
-        got: FetchOutcome | None = None
-        for oid in sorted(oids):
-            one = await fetch.fetch_oids(url, dest, frozenset({oid}), self.settings.fetch_timeout_s, addresses)
-            if one.ok:
-                got = one
-            elif one.network_failure:
-                return one
-        return got or FetchOutcome.failure("not-our-ref", f"none of {len(oids)} objects at {url}")
 
     async def process_new_data(self, identifier: str) -> None:
         # releases after fetches come in bursts (a throttle window opening on many domains

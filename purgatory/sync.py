@@ -9,7 +9,8 @@ Two independent paths share the same two steps, as in the seed design:
   capacity again.
 
 The loops themselves are in `loops.py`. Both use `next_url` (selection) and a fetch that holds
-one throttle slot; all I/O is behind `SyncContext`.
+one throttle slot per fetch session the upstream sees (a refused multi-object fetch is asked
+again object by object, each in its own slot); all I/O is behind `SyncContext`.
 """
 
 from __future__ import annotations
@@ -143,12 +144,23 @@ async def next_url(
     return None if found is None else found[0]
 
 
-async def fetch_holding_slot(
+def split_after_refusal(oids: frozenset[str], outcome: FetchOutcome) -> list[frozenset[str]]:
+    """The one-object fetches to try after `outcome`, in a stable order; empty when none.
+
+    A server that lacks one wanted object refuses the whole fetch ("not our ref"), so when a
+    multi-object fetch is refused, each object is asked for alone: data spread over several
+    servers is then gathered piece by piece. Each of these is a fetch session the server sees,
+    so each takes a throttle slot of its own (`fetch_holding_slot`)."""
+    if outcome.kind != "not-our-ref" or len(oids) < 2:
+        return []
+    return [frozenset({oid}) for oid in sorted(oids)]
+
+
+async def _fetch_in_slot(
     rt: SyncRuntime, identifier: str, url: str, domain: str, oids: frozenset[str]
 ) -> FetchOutcome:
-    """Fetch with a slot already taken; the slot is freed however the fetch ends, and a
-    network-level failure cools the domain off before anyone may use the slot again. The new
-    data is processed after the slot is freed, so slow processing never holds a slot."""
+    """One fetch session with a slot already taken; the slot is freed however the fetch ends,
+    and a network-level failure cools the domain off before anyone may use the slot again."""
     started = rt.ctx.now()
     try:
         try:
@@ -165,13 +177,60 @@ async def fetch_holding_slot(
         rt.throttles.release(domain, rt.ctx.now())
     record = FetchRecord(identifier, url, domain, outcome, rt.ctx.now() - started)
     rt.stats.fetch_outcomes[outcome.kind] += 1
-    log.debug("sync.fetched", identifier=identifier, url=url, kind=outcome.kind,
+    log.debug("sync.fetched", identifier=identifier, url=url, kind=outcome.kind, oids=len(oids),
               detail=outcome.detail)
     if rt.observer is not None:
         try:
             rt.observer(record)
         except Exception:  # metrics must never break a sync
             log.exception("sync.observer_failed")
+    return outcome
+
+
+async def _fetch_each(
+    rt: SyncRuntime, identifier: str, url: str, domain: str, parts: list[frozenset[str]],
+    holding: bool,
+) -> FetchOutcome:
+    """The one-object fetches, each in its own slot (`holding`: the first may use the slot the
+    caller took). When the domain has no slot left, the rest are kept in its throttle, so
+    the URL is not tried yet and the domain resumes them when a slot frees."""
+    got: FetchOutcome | None = None
+    failure: FetchOutcome | None = None
+    for n, part in enumerate(parts):
+        if not part & await rt.ctx.needed_oids(identifier):
+            continue  # came with an earlier one (a tag brings its commit) or with a push
+        if not holding and not rt.throttles.try_acquire(domain, rt.ctx.now()):
+            rt.throttles.keep_split(domain, identifier, url, parts[n:])
+            rt.stats.splits_cut += 1
+            log.debug("sync.split_cut", identifier=identifier, url=url, left=len(parts) - n)
+            break
+        holding = False
+        one = await _fetch_in_slot(rt, identifier, url, domain, part)
+        if one.ok:
+            got = one
+        elif one.network_failure:  # the domain cools off: the rest can wait
+            failure = one
+            break
+    if holding:  # nothing left to ask for: free the caller's slot unused
+        rt.throttles.release(domain)
+    return failure or got or FetchOutcome.failure("not-our-ref", f"none of the objects at {url}")
+
+
+async def fetch_holding_slot(
+    rt: SyncRuntime, identifier: str, url: str, domain: str, oids: frozenset[str]
+) -> FetchOutcome:
+    """Fetch with a slot already taken; if the server refuses because it lacks some of the
+    objects, ask for them one by one, each in a slot of its own (resuming the ones a full
+    domain left over, without asking for everything again). The new data is processed after
+    the slots are freed, so slow processing never holds a slot."""
+    parts = rt.throttles.take_split(domain, identifier, url)
+    if parts is None:
+        outcome = await _fetch_in_slot(rt, identifier, url, domain, oids)
+        parts = split_after_refusal(oids, outcome)
+        if parts:
+            outcome = await _fetch_each(rt, identifier, url, domain, parts, holding=False)
+    else:
+        outcome = await _fetch_each(rt, identifier, url, domain, parts, holding=True)
     if outcome.ok and await rt.ctx.needed_oids(identifier) != oids:
         await rt.process(identifier)  # only when the fetch brought something (as the seed)
     return outcome
@@ -201,13 +260,16 @@ async def _finished(rt: SyncRuntime, identifier: str) -> bool:
 async def sync_identifier(rt: SyncRuntime, identifier: str) -> bool:
     """One attempt of the main path; True when nothing is left to fetch for the identifier."""
     tried: set[str] = set()
-    skipped: set[str] = set()  # lost a slot race: not tried, so still handed to the domain
+    skipped: set[str] = set()  # lost a slot race or cut short: not tried, so handed to the domain
     while (url := await next_url(rt, identifier, None, tried | skipped)) is not None:
         outcome = await from_url(rt, identifier, url)
         if outcome is None:
             skipped.add(url)
             continue
-        tried.add(url)
+        if rt.throttles.has_split(domain_of(url) or "", identifier, url):
+            skipped.add(url)  # one-object fetches left over: its domain's queue resumes them
+        else:
+            tried.add(url)
         if await _finished(rt, identifier):
             return True
     if await _finished(rt, identifier):

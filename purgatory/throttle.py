@@ -92,6 +92,9 @@ class DomainThrottle:
         self._open_starts: deque[float] = deque()
         self._queue: deque[str] = deque()
         self._waiting: dict[str, _Waiting] = {}
+        # one-object fetches a refused multi-object fetch still owes, by (identifier, url):
+        # kept here so that a domain out of slots resumes them instead of starting over
+        self._splits: dict[tuple[str, str], list[frozenset[str]]] = {}
 
     # --- rate limiting ----------------------------------------------------------------
 
@@ -218,6 +221,19 @@ class DomainThrottle:
     def remove_identifier(self, identifier: str) -> None:
         if self._waiting.pop(identifier, None) is not None:
             self._queue.remove(identifier)
+        for key in [k for k in self._splits if k[0] == identifier]:
+            del self._splits[key]
+
+    # --- one-object fetches left over ---------------------------------------------------
+
+    def keep_split(self, identifier: str, url: str, parts: list[frozenset[str]]) -> None:
+        self._splits[(identifier, url)] = list(parts)
+
+    def take_split(self, identifier: str, url: str) -> list[frozenset[str]] | None:
+        return self._splits.pop((identifier, url), None)
+
+    def has_split(self, identifier: str, url: str) -> bool:
+        return (identifier, url) in self._splits
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,20 @@ class ThrottleManager:
                            now: float = 0.0) -> None:
         self.get_or_create(domain).enqueue_identifier(identifier, tried_urls, now)
         self._notify(domain)
+
+    def keep_split(self, domain: str, identifier: str, url: str, parts: list[frozenset[str]]) -> None:
+        """Remember the one-object fetches of `url` the domain had no slot for."""
+        self.get_or_create(domain).keep_split(identifier, url, parts)
+
+    def take_split(self, domain: str, identifier: str, url: str) -> list[frozenset[str]] | None:
+        """The one-object fetches of `url` still owed (forgotten once taken), or None."""
+        throttle = self._throttles.get(domain)
+        return None if throttle is None else throttle.take_split(identifier, url)
+
+    def has_split(self, domain: str, identifier: str, url: str) -> bool:
+        """Whether `url` still owes one-object fetches, so it does not count as tried yet."""
+        throttle = self._throttles.get(domain)
+        return throttle is not None and throttle.has_split(identifier, url)
 
     def mark_not_in_progress(self, domain: str, identifier: str) -> None:
         throttle = self._throttles.get(domain)

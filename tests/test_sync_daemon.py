@@ -130,6 +130,39 @@ async def test_data_spread_over_two_upstreams(start_daemon, upstreams, tmp_path:
         await client.close()
 
 
+async def test_per_object_retries_count_against_the_window(start_daemon, upstreams, tmp_path: Path) -> None:
+    """Four branches, two on each upstream: every fetch asking for all four is refused ("not
+    our ref") and the objects are asked for one by one. Each of those is a fetch session
+    the upstream sees, so with 3 per window neither upstream may see more than 3 in any
+    window (asked in one slot, the first upstream saw 5 within a second), and the data
+    still all arrives."""
+    window = 4.0
+    daemon = start_daemon(**{**FAST_SYNC, "throttle_max_per_minute": "3", "throttle_window_s": str(window),
+                             "fetch_timeout_s": "10"})
+    work = make_repo(tmp_path / "w", commits=1)
+    tips: dict[str, str] = {}
+    for branch in ("a1", "a2", "b1", "b2"):  # independent branches: no fetch brings another
+        git("checkout", "-q", "-b", branch, "main", cwd=work)
+        tips[f"refs/heads/{branch}"] = commit(work, f"{branch}.txt")
+    for upstream, branches in ((upstreams[0], ("a1", "a2")), (upstreams[1], ("b1", "b2"))):
+        bare = tmp_path / f"only-{branches[0]}"
+        git("init", "-q", "--bare", str(bare))
+        git("push", "-q", str(bare), *branches, cwd=work)
+        upstream.make_repo("split", bare)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        urls = [upstreams[0].url_for("split"), upstreams[1].url_for("split")]
+        ann, st = await publish_repo(client, daemon, "split", urls, tips, head="refs/heads/a1")
+        await wait_served(client, [ann.id, st.id], timeout=40)
+        served = remote_refs(f"{daemon.http_url}/{npub_of(ALICE)}/split.git")
+        assert {k: v for k, v in served.items() if k != "HEAD"} == tips
+        for upstream in upstreams:
+            assert upstream.max_fetches_in_window(window) <= 3, upstream.fetch_starts
+        assert upstreams[0].fetches + upstreams[1].fetches > 4  # one-object fetches did happen
+    finally:
+        await client.close()
+
+
 async def test_upstream_500_then_recovers(start_daemon, upstreams, tmp_path: Path) -> None:
     daemon = start_daemon(**FAST_SYNC)
     up = upstreams[0]

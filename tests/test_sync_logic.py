@@ -21,9 +21,11 @@ from purgatory.context import FetchRecord
 from purgatory.loops import SyncService
 from purgatory.sync import (
     SyncRuntime,
+    fetch_holding_slot,
     from_url,
     next_url,
     select_url,
+    split_after_refusal,
     sync_identifier,
 )
 from purgatory.throttle import ThrottleManager, domain_of
@@ -42,6 +44,7 @@ class FakeContext:
         self.failures: dict[str, FetchKind] = {}
         self.fail_once: set[str] = set()
         self.raise_on: set[str] = set()
+        self.refuse_missing = False  # answer "not our ref" when the URL lacks a wanted OID
         self.fetch_delay = 0.0
         self.fetches: list[tuple[float, str, str]] = []  # (start, identifier, url)
         self.in_flight: Counter[str] = Counter()
@@ -87,6 +90,8 @@ class FakeContext:
             if url in self.fail_once:
                 del self.failures[url]
             return FetchOutcome.failure(kind, "fake failure")
+        if self.refuse_missing and oids - self.serves.get(url, set()):
+            return FetchOutcome.failure("not-our-ref", "fake: lacks a wanted object")
         self.repo[identifier] |= self.serves.get(url, set()) & oids
         return FetchOutcome.success()
 
@@ -295,6 +300,89 @@ async def test_fetch_timeout_frees_the_slot_and_cools_off() -> None:
     assert outcome is not None and outcome.kind == "timeout"
     throttle = rt.throttles.get("a.example:443")
     assert throttle is not None and throttle.in_flight == 0 and throttle.cooling_off(ctx.now())
+
+
+# --- per-object retries after "not our ref" (each a request of its own) ----------------------
+
+
+def test_split_after_refusal_only_for_a_refused_multi_object_fetch() -> None:
+    refused = FetchOutcome.failure("not-our-ref")
+    assert split_after_refusal(frozenset({"b", "a"}), refused) == [frozenset({"a"}), frozenset({"b"})]
+    assert split_after_refusal(frozenset({"a"}), refused) == []
+    assert split_after_refusal(frozenset({"a", "b"}), FetchOutcome.failure("http")) == []
+    assert split_after_refusal(frozenset({"a", "b"}), FetchOutcome.success()) == []
+
+
+async def test_per_object_retries_each_take_a_slot() -> None:
+    """A server lacking one of three objects refuses the fetch; the three one-object fetches
+    that follow are three more requests, and the domain's window counts all four."""
+    ctx = FakeContext()
+    ctx.refuse_missing = True
+    ctx.add("test", [A1], {"x", "y", "z"})
+    ctx.serves[A1] = {"x", "z"}
+    rt = runtime(ctx)
+    outcome = await from_url(rt, "test", A1)
+    assert outcome is not None and outcome.ok
+    assert ctx.fetched_urls() == [A1] * 4
+    throttle = rt.throttles.get("a.example:443")
+    assert throttle is not None and throttle.window_count(ctx.now()) == 4 and throttle.in_flight == 0
+    assert await ctx.needed_oids("test") == {"y"} and ctx.processed["test"] == 1
+    assert rt.stats.fetch_outcomes == Counter({"not-our-ref": 2, "ok": 2})
+
+
+async def test_per_object_retries_stop_at_the_window_and_resume_from_the_domain_queue() -> None:
+    """Three requests per window: the refused fetch and two one-object fetches use them; the
+    third object is owed, not dropped: the URL is not tried yet, so it waits in the domain's
+    queue, and resuming asks for that object alone (not for everything again)."""
+    ctx = FakeContext()
+    ctx.refuse_missing = True
+    ctx.add("test", [A1], {"x", "y", "z"})
+    ctx.serves[A1] = {"x", "z"}
+    rt = runtime(ctx, throttle_max_per_minute=3)
+    assert await sync_identifier(rt, "test") is False
+    # the refused fetch, then x (got) and y (lacking); z is owed
+    assert len(ctx.fetches) == 3 and rt.stats.splits_cut == 1
+    a = rt.throttles.get("a.example:443")
+    assert a is not None and a.window_count(ctx.now()) == 3
+    assert a.waiting_count == 1 and a.tried_urls("test") == set() and a.has_split("test", A1)
+    assert await ctx.needed_oids("test") == {"y", "z"}
+    a.max_per_window = 4  # stands for the oldest request leaving the window
+    assert rt.throttles.try_acquire("a.example:443", ctx.now())
+    outcome = await fetch_holding_slot(rt, "test", A1, "a.example:443", frozenset({"y", "z"}))
+    assert outcome.ok and len(ctx.fetches) == 4 and not a.has_split("test", A1)
+    assert a.window_count(ctx.now()) == 4 and a.in_flight == 0
+    assert await ctx.needed_oids("test") == {"y"}
+
+
+async def test_per_object_retries_hold_the_window_against_the_upstream() -> None:
+    """Data spread over two domains, each lacking some objects, several identifiers: the
+    fake upstreams never see more than 3 requests in a window (every one-object fetch
+    counted), and everything still arrives (the main path backs off for 30 s, far past
+    this test, so the domain queues do the rest)."""
+    window = 0.4
+    ctx = FakeContext()
+    ctx.refuse_missing = True
+    for n in range(3):
+        a_url, b_url = f"https://a.example/r{n}.git", f"https://b.example/r{n}.git"
+        ctx.add(f"id{n}", [a_url, b_url], {f"a{n}1", f"a{n}2", f"b{n}1", f"b{n}2"})
+        ctx.serves[a_url] = {f"a{n}1", f"a{n}2"}
+        ctx.serves[b_url] = {f"b{n}1", f"b{n}2"}
+    service = await run_service(
+        ctx, throttle_max_concurrent=2, throttle_max_per_minute=3, throttle_window_s=window
+    )
+    try:
+        for n in range(3):
+            service.trigger_immediate_sync(f"id{n}")
+        await eventually(lambda: not ctx.needed, timeout=10)
+        slack = window / 10
+        for domain in ("a.example", "b.example"):
+            starts = sorted(t for t, _, u in ctx.fetches if domain in u)
+            for i, start in enumerate(starts):
+                assert sum(1 for s in starts[i:] if s - start < window - slack) <= 3
+        assert service.stats.splits_cut > 0  # the limit did bind on the one-object fetches
+        assert service.stats.syncs_started == 3
+    finally:
+        await service.stop()
 
 
 # --- SyncService loops ----------------------------------------------------------------------
