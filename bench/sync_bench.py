@@ -302,8 +302,9 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
     result = Result(expected=len(ids))
     listener = await Client.connect(daemon.ws_url)
     await listener.send(["REQ", "live", {"kinds": [30617, 30618], "authors": [pubkey_of(ALICE)]}])
-    if (await listener.recv())[0] != "EOSE":
-        raise RuntimeError("live subscription did not start")
+    while (first := await listener.recv())[0] != "EOSE":  # the served seed repo's events
+        if first[0] != "EVENT":
+            raise RuntimeError(f"live subscription did not start: {first}")
     pid = daemon.proc.pid  # type: ignore[union-attr]
     probe = LatencyProbe(daemon.ws_url, interval_s=probe_interval_s).start()
     if upstream_nice:
