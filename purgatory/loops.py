@@ -34,6 +34,26 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
 # --- the service ------------------------------------------------------------------------------
 
 
+class SyncRequests:
+    """The sync queue with the wake-up of the loop that serves it: the one object the
+    purgatory (which enqueues on every hold) and the sync service (which reads it) share,
+    built first by relay/compose.py so that neither is given the other. `clock` must be
+    the sync context's `now`, the clock the queue's due times are on."""
+
+    def __init__(self, queue: SyncQueue, clock: Callable[[], float]) -> None:
+        self.queue = queue
+        self.clock = clock
+        self.wake = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> SyncRequests:
+        return cls(SyncQueue.from_settings(settings), clock)
+
+    def enqueue(self, identifier: str, delay_s: float) -> None:
+        self.queue.enqueue(identifier, delay_s, self.clock())
+        self.wake.set()
+
+
 class SyncService:
     """Owns the queue, the throttles and the loops. Call `start()` inside the running event loop
     and `await stop()` at shutdown; everything else is synchronous and cheap, so the relay can
@@ -44,15 +64,19 @@ class SyncService:
         settings: Settings,
         context: SyncContext,
         observer: Callable[[FetchRecord], None] | None = None,
+        *,
+        requests: SyncRequests | None = None,
+        on_throttle_wait: Callable[[str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
-        self.queue = SyncQueue.from_settings(settings)
+        self.requests = requests or SyncRequests.from_settings(settings, context.now)
+        self.queue = self.requests.queue
         self.throttles = ThrottleManager.from_settings(settings)
         self.throttles.on_change = self._domain_changed
         self.stats = SyncStats()
         self._rt = SyncRuntime(settings, context, self.throttles, self.stats, observer)
-        self._wake = asyncio.Event()
+        self._wake = self.requests.wake
         self._running = False
         self._main: asyncio.Task[None] | None = None
         self._syncing: set[str] = set()
@@ -61,7 +85,7 @@ class SyncService:
         self._domain_events: dict[str, asyncio.Event] = {}
         #: Called with (domain, seconds) when an identifier queued on a throttled domain
         #: gets its slot: how long politeness made it wait.
-        self.on_throttle_wait: Callable[[str, float], None] | None = None
+        self.on_throttle_wait = on_throttle_wait
 
     # --- control ------------------------------------------------------------------------
 
@@ -85,8 +109,7 @@ class SyncService:
         self._main = None
 
     def enqueue(self, identifier: str, delay_s: float) -> None:
-        self.queue.enqueue(identifier, delay_s, self.context.now())
-        self._wake.set()
+        self.requests.enqueue(identifier, delay_s)
 
     def trigger_immediate_sync(self, identifier: str) -> None:
         self.queue.trigger_immediate_sync(identifier, self.context.now())

@@ -12,7 +12,7 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 from urllib.parse import quote
 
 import structlog
@@ -26,21 +26,27 @@ from storage.repos import RepoStore
 log = structlog.get_logger(__name__)
 
 
-Broadcast = Callable[[Event], Awaitable[None]]
+#: runs for each event the release moved into the served store, in list order (the broadcast)
+AfterRelease = Callable[[Event], Awaitable[None]]
+#: asks the sync service to look for an identifier's data after `delay` seconds
 Enqueue = Callable[[str, float], None]
 
 
 class Purgatory:
-    def __init__(self, settings: Settings, store: Any, repos: RepoStore, broadcast: Broadcast,
-                 metrics: Any, clock: Callable[[], float] = time.time) -> None:
+    """Built by relay/compose.py before the sync service: both share the sync queue, whose
+    `enqueue` is given here, so neither needs the other and nothing is set afterwards."""
+
+    def __init__(self, settings: Settings, store: Any, repos: RepoStore, metrics: Any, *,
+                 after_release: Sequence[AfterRelease] = (), enqueue_sync: Enqueue | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
         self.repos = repos
-        self.broadcast = broadcast
+        self.after_release = tuple(after_release)
         self.metrics = metrics
         self.clock = clock
         self.walk = nip34.WalkLimits.of(settings)
-        self.enqueue_sync: Enqueue | None = None  # set when the sync service runs
+        self.enqueue_sync = enqueue_sync  # None: no sync service (tests, sync disabled)
         self._locks: dict[str, asyncio.Lock] = {}
         self._intake = asyncio.Semaphore(settings.purgatory_intake_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
@@ -197,7 +203,8 @@ class Purgatory:
             log.info("purgatory_released", event_id=entry.event.id, kind=entry.event.kind,
                      identifier=identifier, status=result.status)
             if result.stored:
-                await self.broadcast(entry.event)
+                for hook in self.after_release:
+                    await hook(entry.event)
 
     async def _apply_states(self, identifier: str, states: list[release.StateRelease]) -> None:
         """Align every authorised owner's repo with the newest state being released, unless a

@@ -14,6 +14,7 @@ import signal
 import sys
 
 from types import FrameType
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -26,7 +27,6 @@ from relay import __version__, logs, sdnotify
 
 if TYPE_CHECKING:
     from purgatory.integrity_pass import RepoReport, Summary
-    from relay.app import Relay
     from storage.repos import RepoStore
     from storage.view import StoreView
 
@@ -246,7 +246,7 @@ def serve(settings: Settings) -> int:
     )
     server = NotifyingServer(config)
     try:
-        uvloop.run(_serve(server, relay))
+        uvloop.run(_serve(server, relay.reload))
     except KeyboardInterrupt:
         pass
     if not server.started:
@@ -263,11 +263,11 @@ class NotifyingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-async def _serve(server: uvicorn.Server, relay: "Relay") -> None:
+async def _serve(server: uvicorn.Server, reload: Callable[[], None]) -> None:
     """Run uvicorn (it owns SIGTERM/SIGINT: stop accepting, drain requests, close websockets,
     then our lifespan shutdown flushes the store), reload on SIGHUP, and tell systemd
     (Type=notify) once the socket is listening."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     # uvicorn re-raises the stop signal once it has shut down; after a clean drain the
     # process should exit 0, not die of the signal, so the handler it restores is a no-op
     for sig in (signal.SIGTERM, signal.SIGINT):

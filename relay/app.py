@@ -1,5 +1,6 @@
 """The one ASGI application: Nostr websocket on `/`, NIP-11, pages, health, metrics and git
-smart HTTP, all on one port. `Relay` holds the long-lived parts; `asgi()` routes a request."""
+smart HTTP, all on one port. `Relay` only routes requests and runs the lifecycle (startup,
+shutdown, reload); the parts it routes to are built by relay/compose.py."""
 
 from __future__ import annotations
 
@@ -18,26 +19,14 @@ from config import Settings, SettingsError, load_settings
 from config.checks import unknown_names
 from config import files as config_files
 from relay import logs, nip11, pages, sdnotify
+from relay.compose import Components, open_components
 from relay.http import header, respond
-from relay.ingest import Ingest
-from relay.metrics import build_metrics
-from relay.outbox import OutboxTotals
-from relay.protocol import Limits
+from relay.reload import Live
 from relay.reload import plan as reload_plan
-from relay.subscriptions import Subscriptions
 from relay.websocket import Connection
-from relay import orphans, policy, ratelimit
-from relay.git_http import GitHttp, parse_git_path
-from relay.peers import PeerSync
-from relay.pushes import PushGate
-from purgatory.integrity_pass import StartupIntegrity
-from purgatory.service import Purgatory
-from purgatory.store_context import StoreSyncContext
-from purgatory.loops import SyncService
-from storage import nip34
-from storage.event import Event
-from storage.events import EventStore
-from storage.repos import BadRepoPath, RepoStore, npub_to_hex, validate_identifier
+from relay import ratelimit
+from relay.git_http import parse_git_path
+from storage.repos import BadRepoPath, npub_to_hex, validate_identifier
 
 log = structlog.get_logger(__name__)
 
@@ -47,58 +36,31 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Relay:
-    """Everything one daemon owns. Built unstarted; `startup()` opens the store."""
+    """The ASGI app of one daemon. Built unstarted (uvicorn takes it before the event loop
+    runs); the lifespan startup opens the store and builds the parts, and uvicorn serves no
+    request before that completes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.limits = Limits.from_settings(settings)
-        self.subscriptions = Subscriptions()
-        self.metrics = build_metrics(settings.metrics_enabled)
-        self.ingest = Ingest(self)
-        self.policy_context = policy.PolicyContext.from_settings(settings)
-        self.repos = RepoStore(settings.repos_dir, settings.git_binary, settings.pending_dir)
-        self.pushes = PushGate(self)
-        self.git = GitHttp(self.repos, settings, plan=self.pushes.plan, admit=self.pushes.admit,
-                           on_pushed=self.pushes.on_pushed, metrics=self.metrics)
-        self.store: EventStore = None  # type: ignore[assignment]  # set by startup()
-        self.purgatory: Purgatory = None  # type: ignore[assignment]  # set by startup()
-        self.sync: SyncService | None = None
-        self.peers: PeerSync | None = None
-        self.integrity = StartupIntegrity(settings, self.repos, self.metrics)
+        self.live = Live(settings)  # here, not in the parts: a SIGHUP may come during startup
         self.started_at = time.time()
         self.connections: set[Connection] = set()
-        self.outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
-        self.trusted_proxies = ratelimit.parse_networks(settings.trusted_proxies)
-        self.connection_limits = ratelimit.ConnectionTracker(settings.max_connections, settings.max_connections_per_ip)
-        self.events_per_ip = ratelimit.KeyedWindows(settings.events_per_minute_per_ip, 60.0)
+        self._components: Components | None = None
+
+    @property
+    def components(self) -> Components:
+        """The started daemon's parts; asking before startup completed is a bug."""
+        if self._components is None:
+            raise RuntimeError("the relay has not started")
+        return self._components
 
     async def startup(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.repos_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await EventStore.open(self.settings.db_path, self.settings)
-        self.purgatory = Purgatory(self.settings, self.store, self.repos, self._broadcast, self.metrics)
-        self.purgatory.start()
-        self.sync = SyncService(self.settings, StoreSyncContext(self.settings, self.purgatory, self.metrics))
-        self.purgatory.enqueue_sync = self.sync.enqueue
-        self.sync.on_throttle_wait = self.metrics.throttle_wait
-        self.sync.start()
-        self.peers = PeerSync(self)
-        self.peers.start()
-        for identifier in await self.store.held_identifiers():
-            self.sync.enqueue(identifier, 0)
-        log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
-        self.integrity.start(self.store.view)  # a background task: the port opens meanwhile
+        self._components = await open_components(self.settings, self.live)
+        await self._components.start()
 
     async def shutdown(self) -> None:
-        await self.integrity.stop()
-        if self.peers is not None:
-            await self.peers.stop()
-        if self.sync is not None:
-            await self.sync.stop()
-        if self.purgatory is not None:
-            await self.purgatory.stop()
-        if self.store is not None:
-            await self.store.close()
+        if self._components is not None:
+            await self._components.close()
             await asyncio.to_thread(checkpoint_wal, self.settings.db_path)
         log.info("relay_stopped")
 
@@ -115,7 +77,8 @@ class Relay:
             sdnotify.ready()
             return
         change = reload_plan(self.settings, fresh)
-        self.apply_reload(fresh, change.applied)
+        self.live.apply(fresh, change.applied)
+        logs.configure(self.settings.log_level, self.settings.log_format, self.settings.access_log)
         sources = _file_sources(fresh)
         for warning in unknown_names(sources):
             log.warning(warning.event, setting=warning.setting, message=warning.message)
@@ -128,31 +91,6 @@ class Relay:
             archive_whitelist=len(self.settings.archive_whitelist),
             pubkey_blacklist=len(self.settings.pubkey_blacklist))
         sdnotify.ready()
-
-    def apply_reload(self, fresh: Settings, names: tuple[str, ...]) -> None:
-        """Copy the reloadable settings in and rebuild what was derived from them."""
-        for name in names:
-            setattr(self.settings, name, getattr(fresh, name))
-        self.policy_context = policy.PolicyContext.from_settings(self.settings)
-        self.limits = Limits.from_settings(self.settings)  # new connections and peers' events
-        self.trusted_proxies = ratelimit.parse_networks(self.settings.trusted_proxies)
-        self.connection_limits.max_total = self.settings.max_connections
-        self.connection_limits.max_per_ip = self.settings.max_connections_per_ip
-        if "events_per_minute_per_ip" in names:  # the windows start afresh at the new rate
-            self.events_per_ip = ratelimit.KeyedWindows(self.settings.events_per_minute_per_ip, 60.0)
-        logs.configure(self.settings.log_level, self.settings.log_format, self.settings.access_log)
-
-    async def after_stored(self, event: Event) -> None:
-        """What serving an event implies beyond the store: a served announcement (an update,
-        or a maintainer's) has a repo, aligned with its maintainers' served state."""
-        if event.kind == nip34.ANNOUNCEMENT:
-            await self.purgatory.adopt_announcement(event)
-        elif event.kind == 5:  # what rested only on the deleted events goes with them
-            await orphans.drop_orphans(event, self.store.view, self.policy_context, self.store.query,
-                                       self.store.remove_orphans)
-
-    async def _broadcast(self, event: Event) -> None:
-        self.subscriptions.broadcast(event)
 
     # --- ASGI -----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -192,7 +130,8 @@ class Relay:
             await send({"type": "websocket.close", "code": 4404, "reason": "the Nostr relay is at /"})
             return
         ip = self.client_ip(scope)
-        refusal = self.connection_limits.open(ip)
+        connection_limits = self.live.connection_limits
+        refusal = connection_limits.open(ip)
         if refusal is not None:
             log.info("connection_refused", ip=ip, reason=refusal)
             await _deny_websocket(scope, send, 429, refusal)
@@ -201,18 +140,19 @@ class Relay:
             await send({"type": "websocket.accept"})
             await self._serve_websocket(send, receive, ip)
         finally:
-            self.connection_limits.close(ip)
+            connection_limits.close(ip)
 
     async def _serve_websocket(self, send: Send, receive: Receive, ip: str) -> None:
-        conn = Connection(self, send, ip)
+        parts = self.components
+        conn = Connection(parts.connection_parts, send, ip)
         self.connections.add(conn)
-        self.metrics.connection_opened()
+        parts.metrics.connection_opened()
         log.info("connection_open", conn=conn.id, ip=conn.ip)
         try:
             await conn.run(receive)
         finally:
             self.connections.discard(conn)
-            self.metrics.connection_closed()
+            parts.metrics.connection_closed()
             log.info("connection_close", conn=conn.id)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -235,8 +175,9 @@ class Relay:
             await respond(send, 200, json.dumps(await self.health()).encode(), "application/json", head=head)
             return
         if path == "/metrics" and self.settings.metrics_enabled:
-            self.metrics.set_purgatory_pending(sum((await self.store.held_counts()).values()))
-            body, content_type = self.metrics.render()
+            metrics = self.components.metrics
+            metrics.set_purgatory_pending(sum((await self.components.store.held_counts()).values()))
+            body, content_type = metrics.render()
             await respond(send, 200, body, content_type, head=head)
             return
         git_path = parse_git_path((scope.get("raw_path") or path.encode()).decode("latin-1"))
@@ -244,7 +185,7 @@ class Relay:
             npub, identifier, rest = git_path
             if rest not in ("", "/"):
                 ratelimit.current_client.set(self.client_ip(scope))
-                await self.git.handle(scope, receive, send, npub, identifier, rest)
+                await self.components.git.handle(scope, receive, send, npub, identifier, rest)
             else:
                 await self._repo_page(send, npub, identifier, head)
             return
@@ -258,7 +199,7 @@ class Relay:
         except BadRepoPath as exc:
             await respond(send, 400, f"bad repository path: {exc}\n".encode(), head=head)
             return
-        ann = self.store.view.served_announcement(owner, identifier)
+        ann = self.components.store.view.served_announcement(owner, identifier)
         if ann is None:
             await respond(send, 404, pages.not_found(self.settings, "repository"), html, head=head)
             return
@@ -271,13 +212,13 @@ class Relay:
         client = scope.get("client")
         peer = client[0] if client else ""
         forwarded = header(scope, b"x-forwarded-for").decode("latin-1")
-        return ratelimit.client_address(peer, forwarded, self.trusted_proxies)
+        return ratelimit.client_address(peer, forwarded, self.live.trusted_proxies)
 
     async def health(self) -> dict[str, Any]:
         from relay import __version__
 
         try:
-            counts = await self.store.held_counts()
+            counts = await self.components.store.held_counts()
             store_ok = True
         except Exception:
             counts, store_ok = {}, False

@@ -10,21 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 import websockets
 
+from config import Settings
 from purgatory.outbound import check_outbound
+from relay.ingest import Outcome
+from relay.metrics import MetricsSink
 from relay.protocol import check_limits
+from relay.reload import Live
 from storage import nip34
 from storage.event import Event
+from storage.events import EventStore
 from storage.filters import Filter
-
-if TYPE_CHECKING:
-    from relay.app import Relay
 
 log = structlog.get_logger(__name__)
 
@@ -81,11 +84,16 @@ def plan_peers(announcements: list[Event], own_domain: str, max_peers: int,
 
 
 class PeerSync:
-    """One websocket per peer relay; re-planned every `peer_refresh_s`."""
+    """One websocket per peer relay; re-planned every `peer_refresh_s`. Given the store to
+    read announcements from, the live NIP-01 limits, and the ingest path's `publish`."""
 
-    def __init__(self, relay: "Relay") -> None:
-        self.relay = relay
-        self.settings = relay.settings
+    def __init__(self, settings: Settings, live: Live, store: EventStore, metrics: MetricsSink,
+                 publish: Callable[[Event, str], Awaitable[Outcome]]) -> None:
+        self.settings = settings
+        self.live = live
+        self.store = store
+        self.metrics = metrics
+        self.publish = publish
         self._peers: dict[str, tuple[PeerPlan, asyncio.Task[None]]] = {}
         self._planner: asyncio.Task[None] | None = None
 
@@ -112,7 +120,7 @@ class PeerSync:
 
     async def _announcements(self) -> tuple[list[Event], frozenset[str]]:
         """Accepted announcements (served, then held) and the ids of the held ones."""
-        store = self.relay.store
+        store = self.store
         served = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}))], self.settings.max_limit)
         held = [e.event for e in await store.held() if e.event.kind == nip34.ANNOUNCEMENT]
         return served + held, frozenset(e.id for e in held)
@@ -180,13 +188,13 @@ class PeerSync:
             return None
         try:
             event = Event.from_dict(frame[2])
-            check_limits(event, self.relay.limits, time.time())
+            check_limits(event, self.live.limits, time.time())
             event.verify()
         except Exception as exc:  # noqa: BLE001 - EventError, or anything a hostile peer found
-            self.relay.metrics.event_rejected(-1, "invalid")
+            self.metrics.event_rejected(-1, "invalid")
             log.info("peer_event_invalid", peer=url, error=f"{type(exc).__name__}: {exc}"[:200])
             return None
-        outcome = await self.relay.ingest.publish(event, source="synced")
+        outcome = await self.publish(event, "synced")
         log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
         return event.created_at if outcome.accepted else None
 

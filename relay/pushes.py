@@ -5,27 +5,42 @@ data arrived."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import structlog
 
+from config import Settings
 from relay import push_auth
 from relay.git_http import RepoRef
+from relay.metrics import MetricsSink
 from relay.pktline import RefUpdate
 from relay.ratelimit import KeyedWindows, current_client
 from storage import nip34
 from storage.event import Event
-
-if TYPE_CHECKING:
-    from relay.app import Relay
+from storage.events import EventStore
+from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)
 
+#: the purgatory's PR-ref placeholder: (event id, owner, identifier, tip)
+ExpectPr = Callable[[str, str, str, str], Awaitable[None]]
+#: the purgatory's release step, run when git data arrived for an identifier
+OnGitData = Callable[[str], Awaitable[object]]
+
 
 class PushGate:
-    def __init__(self, relay: "Relay") -> None:
-        self.relay = relay
-        self.nostr_pushes = KeyedWindows(relay.settings.nostr_ref_pushes_per_ip_per_hour, 3600.0)
+    """Given the store (its view and held entries), the repos and the purgatory's two entry
+    points by relay/compose.py, never the app."""
+
+    def __init__(self, settings: Settings, store: EventStore, repos: RepoStore, metrics: MetricsSink,
+                 expect_pr: ExpectPr, on_git_data: OnGitData) -> None:
+        self.settings = settings
+        self.store = store
+        self.repos = repos
+        self.metrics = metrics
+        self.expect_pr = expect_pr
+        self.on_git_data = on_git_data
+        self.nostr_pushes = KeyedWindows(settings.nostr_ref_pushes_per_ip_per_hour, 3600.0)
 
     def admit(self, repo: RepoRef, plan: push_auth.PushPlan) -> str | None:
         """Once per push, after the rules: the refusal to answer with, or None. Pushes that
@@ -35,10 +50,10 @@ class PushGate:
         if refusal is None and plan.open_push:
             wait = self.nostr_pushes.take(current_client.get())
             if wait:
-                limit = self.relay.settings.nostr_ref_pushes_per_ip_per_hour
+                limit = self.settings.nostr_ref_pushes_per_ip_per_hour
                 refusal = (f"rate-limited: more than {limit} refs/nostr pushes per hour from your "
                            f"address, retry in {int(wait) + 1} s")
-        self.relay.metrics.push_authorisation(refusal is None)
+        self.metrics.push_authorisation(refusal is None)
         log.info("push", repo=f"{repo.npub}/{repo.identifier}", refs=[u.ref for u in plan.updates],
                  result="refused" if refusal else "accepted", reason=refusal)
         return refusal
@@ -46,17 +61,16 @@ class PushGate:
     async def plan(self, repo: RepoRef, updates: list[RefUpdate]) -> push_auth.PushPlan:
         """The push rules applied to what is here now: the repo's refs, its pending PR refs,
         the maintainers' states and the tips of the PR events we know."""
-        relay = self.relay
         candidates = [(s.id, nip34.state_refs(s)[0]) for s in await self.candidate_states(repo)]
         tips: dict[str, str] = {}
         for update in updates:
             if update.ref.startswith(push_auth.NOSTR_PREFIX):
                 event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
-                known = relay.store.view.get_event(event_id)
+                known = self.store.view.get_event(event_id)
                 tip = nip34.pr_tip(known) if known is not None else None
                 if tip:
                     tips[event_id] = tip
-        repos = relay.repos
+        repos = self.repos
         current = repos.all_refs(repo.path)
         pending = (repos.all_refs(repos.pending_path(repo.pubkey, repo.identifier))
                    if repos.pending_exists(repo.pubkey, repo.identifier) else {})
@@ -65,12 +79,12 @@ class PushGate:
     async def candidate_states(self, repo: RepoRef) -> list[Event]:
         """States from the owner's confirmed maintainers: all held ones plus the newest served one,
         newest first, as the protocol allows a push to deliver either."""
-        view = self.relay.store.view
+        view = self.store.view
         members = nip34.maintainer_set(
             repo.pubkey, repo.identifier, lambda pk: view.announcement(pk, repo.identifier),
-            now=time.time(), limits=nip34.WalkLimits.of(self.relay.settings),
+            now=time.time(), limits=nip34.WalkLimits.of(self.settings),
         )
-        held_ids = {e.event.id for e in await self.relay.store.held(repo.identifier)}
+        held_ids = {e.event.id for e in await self.store.held(repo.identifier)}
         states = sorted(
             (s for s in view.states_for(repo.identifier) if s.pubkey in members),
             key=lambda s: (-s.created_at, s.id),
@@ -84,6 +98,6 @@ class PushGate:
         new data satisfies is released."""
         for command in plan.commands:
             event_id = command.ref.removeprefix(push_auth.NOSTR_PREFIX)
-            if command.ref.startswith(push_auth.NOSTR_PREFIX) and self.relay.store.view.get_event(event_id) is None:
-                await self.relay.purgatory.expect_pr(event_id, repo.pubkey, repo.identifier, command.new)
-        await self.relay.purgatory.on_git_data(repo.identifier)
+            if command.ref.startswith(push_auth.NOSTR_PREFIX) and self.store.view.get_event(event_id) is None:
+                await self.expect_pr(event_id, repo.pubkey, repo.identifier, command.new)
+        await self.on_git_data(repo.identifier)

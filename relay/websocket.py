@@ -16,18 +16,22 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
+from config import Settings
 from relay import ordering, protocol
-from relay.outbox import Offer, Outbox
+from relay.ingest import Outcome
+from relay.metrics import MetricsSink
+from relay.outbox import Offer, Outbox, OutboxTotals
 from relay.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
 from relay.ratelimit import Window
-from storage.events import QueryBudgetExceeded
-
-if TYPE_CHECKING:
-    from relay.app import Relay
+from relay.reload import Live
+from relay.subscriptions import Subscriptions
+from storage.event import Event
+from storage.events import EventStore, QueryBudgetExceeded
 
 log = structlog.get_logger(__name__)
 
@@ -42,17 +46,32 @@ NOT_READING_S = 1.0
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionParts:
+    """What every connection shares, built once by relay/compose.py: the store for queries
+    (COUNT, REQ), the ingest path's `publish`, the live subscription registry, the relay-wide
+    outbox budget, the metrics sink, and the values a reload replaces (`live`)."""
+
+    settings: Settings
+    live: Live
+    store: EventStore
+    publish: Callable[[Event, str], Awaitable[Outcome]]
+    subscriptions: Subscriptions
+    outbox_totals: OutboxTotals
+    metrics: MetricsSink
+
+
 class Connection:
     """One websocket client. Hashable by identity so the subscription registry can key on it."""
 
-    def __init__(self, relay: Relay, send: Send, client_ip: str) -> None:
-        self.relay = relay
+    def __init__(self, parts: ConnectionParts, send: Send, client_ip: str) -> None:
+        self.parts = parts
         self.id = next(_ids)
         self.ip = client_ip
-        self.session = Session(limits=relay.limits)
+        self.session = Session(limits=parts.live.limits)
         self._send = send
-        settings = relay.settings
-        self.outbox = Outbox(settings.outbox_max_bytes, relay.outbox_totals)
+        settings = parts.settings
+        self.outbox = Outbox(settings.outbox_max_bytes, parts.outbox_totals)
         self._wake = asyncio.Event()
         self._in_flight: deque[asyncio.Task[None]] = deque()
         self._providers: dict[Hashable, asyncio.Task[None]] = {}  # see relay/ordering.py
@@ -86,27 +105,27 @@ class Connection:
         if offer == "queued":
             self._wake.set()
             return
-        if self.relay.subscriptions.remove(self, sub_id):
-            self.relay.metrics.subscriptions_closed(1)
+        if self.parts.subscriptions.remove(self, sub_id):
+            self.parts.metrics.subscriptions_closed(1)
         self.session.subscriptions.discard(sub_id)
         self._overflowed(offer, "subscription_closed")
         self.send_nowait(protocol.closed(sub_id, _OVERFLOW_LIVE[offer]), sub_id)
 
     def _overflowed(self, offer: Offer, action: str) -> None:
-        self.relay.metrics.budget_exceeded("outbox" if offer == "connection_full" else "outbox_total", action)
+        self.parts.metrics.budget_exceeded("outbox" if offer == "connection_full" else "outbox_total", action)
         log.info("outbox_full", conn=self.id, budget=offer, action=action, queued=self.outbox.queued)
         self._watch_stall()
 
     def _watch_stall(self) -> None:
         if self.outbox.congested_since is not None and self._stall_timer is None and not self.closed:
-            delay = self.relay.settings.outbox_stall_s
+            delay = self.parts.settings.outbox_stall_s
             self._stall_timer = asyncio.get_running_loop().call_later(delay, self._check_stall)
 
     def _check_stall(self) -> None:
         self._stall_timer = None
         if self.closed:
             return
-        limit = self.relay.settings.outbox_stall_s
+        limit = self.parts.settings.outbox_stall_s
         stalled = self.outbox.stalled_for(time.monotonic())
         if stalled >= limit:
             self._drop("outbox_stalled")
@@ -121,7 +140,7 @@ class Connection:
             return
         log.warning("slow_consumer_dropped", conn=self.id, ip=self.ip, why=why, queued=self.outbox.queued,
                     frames=len(self.outbox))
-        self.relay.metrics.budget_exceeded("outbox", "connection_dropped")
+        self.parts.metrics.budget_exceeded("outbox", "connection_dropped")
         self.dropped = why
         self.closed = True
         self.outbox.clear()
@@ -171,13 +190,13 @@ class Connection:
                 task.uncancel()  # our own drop, not a shutdown: end normally
         finally:
             self.closed = True
-            self.relay.metrics.subscriptions_closed(self.relay.subscriptions.drop(self))
+            self.parts.metrics.subscriptions_closed(self.parts.subscriptions.drop(self))
             if self._stall_timer is not None:
                 self._stall_timer.cancel()
             if self.dropped is None:
                 for task in self._in_flight:
                     if not task.done():
-                        await asyncio.wait([task], timeout=self.relay.settings.shutdown_timeout_s)
+                        await asyncio.wait([task], timeout=self.parts.settings.shutdown_timeout_s)
             self.outbox.clear()
             self._writer_task.cancel()
         if self.dropped is not None:
@@ -203,14 +222,14 @@ class Connection:
         elif isinstance(request, (Subscribe, Count)) and self._req_window.take(time.monotonic()):
             if isinstance(request, Subscribe):  # CLOSED: the id is no longer open, not even live
                 self.session.subscriptions.discard(request.sub_id)
-                if self.relay.subscriptions.remove(self, request.sub_id):
-                    self.relay.metrics.subscriptions_closed(1)
+                if self.parts.subscriptions.remove(self, request.sub_id):
+                    self.parts.metrics.subscriptions_closed(1)
                 self.outbox.purge(request.sub_id)
-            limit = self.relay.settings.reqs_per_minute_per_conn
+            limit = self.parts.settings.reqs_per_minute_per_conn
             self.send_nowait(protocol.closed(request.sub_id, f"rate-limited: more than {limit} REQs per minute"))
         elif isinstance(request, Unsubscribe):
-            if self.relay.subscriptions.remove(self, request.sub_id):
-                self.relay.metrics.subscriptions_closed(1)
+            if self.parts.subscriptions.remove(self, request.sub_id):
+                self.parts.metrics.subscriptions_closed(1)
             self.outbox.purge(request.sub_id)  # NIP-01: nothing more for a closed subscription
         else:
             try:
@@ -225,15 +244,15 @@ class Connection:
             await self._subscribe(request)
             return
         try:
-            total = await self.relay.store.count(list(request.filters), self.relay.settings.query_budget_s)
+            total = await self.parts.store.count(list(request.filters), self.parts.settings.query_budget_s)
         except QueryBudgetExceeded:
             self._over_query_budget(request.sub_id, "count_closed")
             return
         self.send_nowait(protocol.count_reply(request.sub_id, total))
 
     def _over_query_budget(self, sub_id: str, action: str) -> None:
-        budget = self.relay.settings.query_budget_s
-        self.relay.metrics.budget_exceeded("query", action)
+        budget = self.parts.settings.query_budget_s
+        self.parts.metrics.budget_exceeded("query", action)
         log.info("query_over_budget", conn=self.id, sub_id=sub_id, budget_s=budget)
         self.session.subscriptions.discard(sub_id)
         self.send_nowait(protocol.closed(
@@ -241,10 +260,10 @@ class Connection:
                     "narrow it (kinds, authors, since/until, a rarer tag)"), sub_id)
 
     def _event_refusal(self) -> str | None:
-        settings = self.relay.settings
+        settings = self.parts.settings
         if self._event_window.take(time.monotonic()):
             return f"rate-limited: more than {settings.events_per_minute_per_conn} events per minute on this connection"
-        if self.relay.events_per_ip.take(self.ip):
+        if self.parts.live.events_per_ip.take(self.ip):
             return f"rate-limited: more than {settings.events_per_minute_per_ip} events per minute from your address"
         return None
 
@@ -275,7 +294,7 @@ class Connection:
         if after:
             await asyncio.wait(after)
         try:
-            outcome = await self.relay.ingest.publish(event, source="client")
+            outcome = await self.parts.publish(event, "client")
         except Exception:  # a bug must cost one event an OK false, never the connection
             log.exception("publish_failed", event_id=event.id)
             self.send_nowait(protocol.ok(event.id, False, "error: internal error while storing the event"))
@@ -289,16 +308,16 @@ class Connection:
             self._sending_since is not None and now - self._sending_since > NOT_READING_S)
 
     async def _subscribe(self, request: Subscribe) -> None:
-        relay = self.relay
+        parts = self.parts
         sub_id = request.sub_id
-        if relay.subscriptions.remove(self, sub_id):  # replaced: no live events for the old one
-            relay.metrics.subscriptions_closed(1)
+        if parts.subscriptions.remove(self, sub_id):  # replaced: no live events for the old one
+            parts.metrics.subscriptions_closed(1)
         self.outbox.purge(sub_id)  # nor its results still unsent
         if self.not_reading(time.monotonic()):
             # a client that reads nothing would have each REQ read and framed up to its
             # budget only to be cut: it is told so without a query
             self.session.subscriptions.discard(sub_id)
-            relay.metrics.budget_exceeded("outbox", "req_closed")
+            parts.metrics.budget_exceeded("outbox", "req_closed")
             self.send_nowait(protocol.closed(sub_id, "error: this connection is not reading what it "
                                                      "asked for; read it, then ask again"), sub_id)
             return
@@ -321,8 +340,8 @@ class Connection:
 
         end = "done"
         if filters:
-            end = await relay.store.stream_raw(filters, relay.settings.default_limit, deliver,
-                                               relay.settings.query_budget_s)
+            end = await parts.store.stream_raw(filters, parts.settings.default_limit, deliver,
+                                               parts.settings.query_budget_s)
         if self.closed:
             return
         if refused:
@@ -338,9 +357,9 @@ class Connection:
             self.send_nowait(protocol.closed(sub_id, "error: the relay is shutting down"), sub_id)
             return
         self.send_nowait(protocol.eose(sub_id), sub_id)
-        relay.metrics.req_served(asyncio.get_running_loop().time() - started)
-        if sub_id in self.session.subscriptions and relay.subscriptions.add(self, sub_id, request.filters):
-            relay.metrics.subscription_opened()
+        parts.metrics.req_served(asyncio.get_running_loop().time() - started)
+        if sub_id in self.session.subscriptions and parts.subscriptions.add(self, sub_id, request.filters):
+            parts.metrics.subscription_opened()
 
 
 _OVERFLOW_LIVE: dict[Offer, str] = {

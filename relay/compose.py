@@ -1,0 +1,135 @@
+"""The composition root: every long-lived part of a daemon, built in dependency order and
+handed only what it uses (a view, a `publish`, a broadcaster, the metrics sink, the
+settings), so that no part holds the app and nothing is wired by setting attributes after
+construction.
+
+    settings ─ live (what a reload replaces) ─ metrics, subscriptions, outbox budget, repos
+    store (opened here: SQLite, the writer thread, the read view)
+    sync requests (queue + wake-up) ─┬─> purgatory (enqueues; after-release hooks)
+                                     └─> sync service (reads) <── store sync context <── purgatory
+    ingest (view, save, policy via live, purgatory.accept, after-store hooks)
+    push gate (store, repos, purgatory.expect_pr / on_git_data) ─> git smart HTTP
+    peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
+
+Hooks are explicit lists, run in order, as khatru keeps them: `after_store` runs after an
+event was saved and before its OK, `after_release` for each event the purgatory released.
+`Components.start()` and `close()` run the lifecycle in the order the parts depend on."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from config import Settings
+from purgatory.integrity_pass import StartupIntegrity
+from purgatory.loops import SyncRequests, SyncService
+from purgatory.service import AfterRelease, Purgatory
+from purgatory.store_context import StoreSyncContext
+from relay import orphans
+from relay.git_http import GitHttp
+from relay.ingest import AfterStore, Ingest
+from relay.metrics import MetricsSink, build_metrics
+from relay.outbox import OutboxTotals
+from relay.peers import PeerSync
+from relay.pushes import PushGate
+from relay.reload import Live
+from relay.subscriptions import Subscriptions
+from relay.websocket import ConnectionParts
+from storage import nip34
+from storage.event import Event
+from storage.events import EventStore
+from storage.repos import RepoStore
+
+log = structlog.get_logger(__name__)
+
+DELETION = 5
+
+
+@dataclass(frozen=True)
+class Components:
+    """What one daemon owns once its store is open; the ASGI app routes requests to these."""
+
+    settings: Settings
+    live: Live
+    metrics: MetricsSink
+    subscriptions: Subscriptions
+    repos: RepoStore
+    store: EventStore
+    purgatory: Purgatory
+    sync: SyncService
+    ingest: Ingest
+    pushes: PushGate
+    git: GitHttp
+    peers: PeerSync
+    integrity: StartupIntegrity
+    connection_parts: ConnectionParts
+    after_store: tuple[AfterStore, ...]
+    after_release: tuple[AfterRelease, ...]
+
+    async def start(self) -> None:
+        """Start the background work: the purgatory's sweeper, the sync loops, the peers;
+        every identifier with waiting events is looked at once; the integrity pass runs in
+        the background while the port opens."""
+        self.purgatory.start()
+        self.sync.start()
+        self.peers.start()
+        for identifier in await self.store.held_identifiers():
+            self.sync.enqueue(identifier, 0)
+        log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
+        self.integrity.start(self.store.view)
+
+    async def close(self) -> None:
+        """Stop in reverse dependency order; the store closes last, when nothing writes."""
+        await self.integrity.stop()
+        await self.peers.stop()
+        await self.sync.stop()
+        await self.purgatory.stop()
+        await self.store.close()
+
+
+async def open_components(settings: Settings, live: Live) -> Components:
+    """Open the store and build every part on it, nothing started yet. `live` comes from
+    the app, which owns reloads (a SIGHUP may arrive before the store is open)."""
+    metrics = build_metrics(settings.metrics_enabled)
+    subscriptions = Subscriptions()
+    repos = RepoStore(settings.repos_dir, settings.git_binary, settings.pending_dir)
+    integrity = StartupIntegrity(settings, repos, metrics)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.repos_dir.mkdir(parents=True, exist_ok=True)
+    store = await EventStore.open(settings.db_path, settings)
+
+    async def broadcast(event: Event) -> None:
+        subscriptions.broadcast(event)
+
+    # the clock is StoreSyncContext.now's: the queue's due times are monotonic
+    requests = SyncRequests.from_settings(settings, time.monotonic)
+    after_release: tuple[AfterRelease, ...] = (broadcast,)
+    purgatory = Purgatory(settings, store, repos, metrics, after_release=after_release,
+                          enqueue_sync=requests.enqueue)
+    sync = SyncService(settings, StoreSyncContext(settings, purgatory, metrics), requests=requests,
+                       on_throttle_wait=metrics.throttle_wait)
+
+    async def adopt_announcement(event: Event) -> None:
+        """A served announcement (an update, or a maintainer's) has a repo, aligned with its
+        maintainers' served state."""
+        if event.kind == nip34.ANNOUNCEMENT:
+            await purgatory.adopt_announcement(event)
+
+    async def drop_orphans(event: Event) -> None:
+        """What rested only on the deleted events goes with them."""
+        if event.kind == DELETION:
+            await orphans.drop_orphans(event, store.view, live.policy_context, store.query, store.remove_orphans)
+
+    after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
+    ingest = Ingest(store.view, store.save, live, metrics, subscriptions.broadcast, purgatory.accept, after_store)
+    pushes = PushGate(settings, store, repos, metrics, purgatory.expect_pr, purgatory.on_git_data)
+    git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
+                  metrics=metrics)
+    peers = PeerSync(settings, live, store, metrics, ingest.publish)
+    outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
+    parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
+    return Components(settings, live, metrics, subscriptions, repos, store, purgatory, sync, ingest, pushes, git,
+                      peers, integrity, parts, after_store, after_release)
+
