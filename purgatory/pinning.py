@@ -72,7 +72,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 256 * 1024
+SOCKET_READ = 256 * 1024  # one recv of the forwarder (not a git body unit)
 REQUEST_HEAD_LIMIT = 16 * 1024  # libgit2's request heads are a few hundred bytes
 RESPONSE_HEAD_LIMIT = 64 * 1024
 LINE_LIMIT = 4 * 1024  # chunk-size and trailer lines
@@ -278,7 +278,7 @@ class Reader:
         self.sock = sock
         self._idle_s = idle_s
         self._buffer = bytearray()
-        self._block = bytearray(CHUNK)
+        self._block = bytearray(SOCKET_READ)
 
     def _wait(self, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -295,7 +295,7 @@ class Reader:
                 raise ProtocolError(f"head or line longer than {limit} bytes")
             start = max(0, len(self._buffer) - len(marker) + 1)
             self._wait(deadline)
-            chunk = self.sock.recv(min(CHUNK, limit - len(self._buffer) + len(marker)))
+            chunk = self.sock.recv(min(SOCKET_READ, limit - len(self._buffer) + len(marker)))
             if not chunk:
                 if eof_ok and not self._buffer:
                     return b""
@@ -315,7 +315,7 @@ class Reader:
         view = memoryview(self._block)
         while n > 0:
             self._wait(deadline)
-            got = self.sock.recv_into(view, min(n, CHUNK))
+            got = self.sock.recv_into(view, min(n, SOCKET_READ))
             if not got:
                 raise ProtocolError("connection closed in the middle of a body")
             dst.sendall(view[:got])

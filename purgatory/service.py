@@ -234,7 +234,7 @@ class Purgatory:
         """A released PR's ref goes into the served repos it names, with its objects; the
         pushes that waited for it in pending areas are then claimed (and removed)."""
         for pr in prs:
-            name = f"refs/nostr/{pr.event.id}"
+            name = nip34.PR_REF_PREFIX + pr.event.id
             for owner, ident in self._pr_repos(pr.event):
                 if not self.repos.exists(owner, ident):
                     continue
@@ -265,7 +265,7 @@ class Purgatory:
             if self.store.view.get_event(event_id) is not None:
                 continue  # claimed meanwhile
             owner, identifier = repo.split("/", 1)
-            name = f"refs/nostr/{event_id}"
+            name = nip34.PR_REF_PREFIX + event_id
             if self.repos.pending_exists(owner, identifier):
                 async with self.repos.lock(self.repos.path(owner, identifier)):
                     await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
@@ -274,13 +274,13 @@ class Purgatory:
                 async with self.repos.lock(path):
                     await asyncio.to_thread(self.repos.delete_ref, path, name)
             self.metrics.purgatory_event(nip34.PR, "expired")
-            log.info("pr_ref_expired", ref=f"refs/nostr/{event_id}", owner=owner, identifier=identifier)
+            log.info("pr_ref_expired", ref=nip34.PR_REF_PREFIX + event_id, owner=owner, identifier=identifier)
 
     async def _drop_contradicting_pr_refs(self, event: Event) -> None:
         """A `refs/nostr/<id>` pushed before its event must hold the tip the event names;
         a different tip is removed so that the right one can be pushed or fetched."""
         tip = nip34.pr_tip(event)
-        name = f"refs/nostr/{event.id}"
+        name = nip34.PR_REF_PREFIX + event.id
         for owner, identifier in self._pr_repos(event):
             for path in (self.repos.path(owner, identifier), self.repos.pending_path(owner, identifier)):
                 if not (path / "HEAD").is_file():

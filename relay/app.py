@@ -26,7 +26,7 @@ from relay.reload import plan as reload_plan
 from relay.websocket import Connection
 from relay import ratelimit
 from relay.git_http import parse_git_path
-from storage.repos import BadRepoPath, npub_to_hex, validate_identifier
+from storage.repos import BadRepoPath, owner_pubkey, validate_identifier
 
 log = structlog.get_logger(__name__)
 
@@ -195,7 +195,7 @@ class Relay:
         html = "text/html; charset=utf-8"
         try:
             identifier = validate_identifier(raw_identifier)
-            owner = npub_to_hex(npub)
+            owner = owner_pubkey(npub)
         except BadRepoPath as exc:
             await respond(send, 400, f"bad repository path: {exc}\n".encode(), head=head)
             return

@@ -229,7 +229,7 @@ async def copy_repos(settings: Settings, target: Settings, report: BackupReport)
             try:
                 _copy_pending(src_repos, dst_repos, owner, identifier, event_id, tip, report)
             except (RepoError, OSError, ValueError) as exc:
-                report.problems.append(f"refs/nostr/{event_id} of {repo}: could not be copied: {exc}")
+                report.problems.append(f"{nip34.PR_REF_PREFIX}{event_id} of {repo}: could not be copied: {exc}")
         await _align(view, settings, src_repos, dst_repos, report, changed)
         for path in sorted(changed):
             await asyncio.to_thread(_gc, settings.git_binary, path)
@@ -247,7 +247,7 @@ def _copy_repo(view: StoreView, src_repos: RepoStore, dst_repos: RepoStore, owne
     for name, oid in live.items():
         if name.startswith(nip34.BRANCH_AND_TAG):
             wanted[name] = oid
-        elif name.startswith("refs/nostr/") and view.is_served(name[len("refs/nostr/"):]):
+        elif name.startswith(nip34.PR_REF_PREFIX) and view.is_served(name.removeprefix(nip34.PR_REF_PREFIX)):
             wanted[name] = oid  # a PR ref whose PR event the snapshot serves
     if view.served_announcement(owner, identifier) is None:
         # a held announcement: its refs count only if they are exactly a state of the snapshot
@@ -257,14 +257,14 @@ def _copy_repo(view: StoreView, src_repos: RepoStore, dst_repos: RepoStore, owne
             wanted = {n: o for n, o in wanted.items() if n not in branches}
     copied = _copy(src_repos, src, dst, wanted)
     _set_refs(dst, copied, head)
-    report.pr_refs += sum(name.startswith("refs/nostr/") for name in copied)
-    return copied != {n: o for n, o in live.items() if n.startswith(("refs/heads/", "refs/tags/", "refs/nostr/"))}
+    report.pr_refs += sum(name.startswith(nip34.PR_REF_PREFIX) for name in copied)
+    return copied != {n: o for n, o in live.items() if n.startswith((*nip34.BRANCH_AND_TAG, nip34.PR_REF_PREFIX))}
 
 
 def _copy_pending(src_repos: RepoStore, dst_repos: RepoStore, owner: str, identifier: str, event_id: str,
                   tip: str, report: BackupReport) -> None:
     src = src_repos.pending_path(owner, identifier)
-    name = f"refs/nostr/{event_id}"
+    name = f"{nip34.PR_REF_PREFIX}{event_id}"
     if not (src / "HEAD").is_file() or RepoStore.get_ref(src, name) != tip:
         return  # claimed or dropped since the snapshot: the restored purgatory expires it
     if not (dst_repos.path(owner, identifier) / "HEAD").is_file():

@@ -12,7 +12,9 @@ from typing import Any
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-CHUNK = 64 * 1024  # largest piece one decompress step may produce
+#: The unit git bodies move in: one read from a git pipe, one body message to the client, the
+#: largest piece one decompress step may produce.
+CHUNK = 64 * 1024
 
 
 class BodyTooLarge(Exception):

@@ -42,7 +42,7 @@ from relay.pktline import (
     report_status_refusal,
     service_advertisement_header,
 )
-from storage.repos import BadRepoPath, RepoStore, npub_to_hex, validate_identifier
+from storage.repos import BadRepoPath, RepoStore, owner_pubkey, validate_identifier
 
 log = structlog.get_logger(__name__)
 
@@ -168,7 +168,7 @@ class GitHttp:
 
     def _repo(self, npub: str, raw_identifier: str) -> RepoRef:
         identifier = validate_identifier(raw_identifier)
-        pubkey = npub_to_hex(npub)
+        pubkey = owner_pubkey(npub)
         return RepoRef(npub, pubkey, identifier, self.store.path(npub, identifier))
 
     def _body(self, scope: Scope, receive: Receive, cap: int) -> AsyncIterator[bytes]:

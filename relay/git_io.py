@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO
 
 from relay.cors import cors_headers
-from relay.git_body import BadBody, BodyTooLarge, ClientGone
+from relay.git_body import CHUNK, BadBody, BodyTooLarge, ClientGone
 from relay.http import respond
 from relay.spawn import GitProcess, spawn
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CHUNK = 64 * 1024  # one read from a git pipe, one body message to the client
 
 
 async def stderr_tail(stream: asyncio.StreamReader, keep: int = 4096) -> str:

@@ -22,11 +22,11 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from storage.nip34 import NIP34_KINDS
+
 # NIP-34 kinds (and the NIP-22 comments / NIP-09 deletions that ride along with them) get
 # their own label value; every other kind is counted as "other".
-KNOWN_KINDS: frozenset[int] = frozenset(
-    {30617, 30618, 1617, 1618, 1619, 1621, 1630, 1631, 1632, 1633, 10317, 1111, 5}
-)
+KNOWN_KINDS: frozenset[int] = NIP34_KINDS
 OTHER = "other"
 
 # NIP-01 machine-readable prefixes of OK/CLOSED messages.

@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 #: Rounds of "what tagged the removed ones" followed, and events judged per round.
 MAX_ROUNDS = 4
 MAX_PER_ROUND = 5000
-_OWN_RULES = frozenset({nip34.ANNOUNCEMENT, nip34.STATE, 5, 10317})
+_OWN_RULES = frozenset({nip34.ANNOUNCEMENT, nip34.STATE, nip34.DELETION, nip34.GRASP_LIST})
 
 Query = Callable[[list[Filter], int], Awaitable[list[Event]]]
 Remove = Callable[[list[str]], Awaitable[list[str]]]

@@ -15,7 +15,6 @@ FLUSH = b"0000"
 DELIM = b"0001"
 MAX_PKT_DATA = 65516  # 65520 minus the 4-byte length header
 SIDEBAND_MAX_DATA = 65515  # one byte less: the band number
-ZERO_OID = "0" * 40
 
 
 class PktLineError(ValueError):

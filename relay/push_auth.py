@@ -27,11 +27,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from relay.pktline import ZERO_OID, RefUpdate
+from relay.pktline import RefUpdate
 from storage.event import is_hex
-from storage.nip34 import BRANCH_AND_TAG
+from storage.nip34 import BRANCH_AND_TAG, PR_REF_PREFIX, ZERO_OID
 
-NOSTR_PREFIX = "refs/nostr/"
 OTHER_NAMESPACE = "only refs/heads, refs/tags and refs/nostr/<event-id> may be pushed"
 NO_STATE = "no state event from a maintainer lists these refs"
 MIXED = "push refs/nostr/<event-id> refs on their own, not together with branches or tags"
@@ -81,7 +80,7 @@ def is_branch_or_tag(ref: str) -> bool:
 
 
 def is_nostr(ref: str) -> bool:
-    return ref.startswith(NOSTR_PREFIX)
+    return ref.startswith(PR_REF_PREFIX)
 
 
 def _changed(current: Mapping[str, str], commands: Sequence[RefUpdate]) -> dict[str, str]:
@@ -113,7 +112,7 @@ def duplicate_ref(updates: Sequence[RefUpdate]) -> str | None:
 def namespace_problem(update: RefUpdate) -> str | None:
     if is_branch_or_tag(update.ref):
         return None
-    if is_nostr(update.ref) and is_hex(update.ref[len(NOSTR_PREFIX):], 64):
+    if is_nostr(update.ref) and is_hex(update.ref[len(PR_REF_PREFIX):], 64):
         return None
     return OTHER_NAMESPACE
 
@@ -131,7 +130,7 @@ def nostr_problem(update: RefUpdate, served: Mapping[str, str], pending: Mapping
                   known_pr_tips: Mapping[str, str]) -> str | None:
     if update.is_delete:
         return NOSTR_DELETE
-    event_id = update.ref[len(NOSTR_PREFIX):]
+    event_id = update.ref[len(PR_REF_PREFIX):]
     tip = known_pr_tips.get(event_id)
     if tip is not None and tip != update.new:
         return f"PR event {_short(event_id)} names tip {tip}"

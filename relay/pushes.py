@@ -64,8 +64,8 @@ class PushGate:
         candidates = [(s.id, nip34.state_refs(s)[0]) for s in await self.candidate_states(repo)]
         tips: dict[str, str] = {}
         for update in updates:
-            if update.ref.startswith(push_auth.NOSTR_PREFIX):
-                event_id = update.ref.removeprefix(push_auth.NOSTR_PREFIX)
+            if update.ref.startswith(nip34.PR_REF_PREFIX):
+                event_id = update.ref.removeprefix(nip34.PR_REF_PREFIX)
                 known = self.store.view.get_event(event_id)
                 tip = nip34.pr_tip(known) if known is not None else None
                 if tip:
@@ -97,7 +97,7 @@ class PushGate:
         """A PR ref no event names yet is a placeholder with a deadline; then whatever the
         new data satisfies is released."""
         for command in plan.commands:
-            event_id = command.ref.removeprefix(push_auth.NOSTR_PREFIX)
-            if command.ref.startswith(push_auth.NOSTR_PREFIX) and self.store.view.get_event(event_id) is None:
+            event_id = command.ref.removeprefix(nip34.PR_REF_PREFIX)
+            if command.ref.startswith(nip34.PR_REF_PREFIX) and self.store.view.get_event(event_id) is None:
                 await self.expect_pr(event_id, repo.pubkey, repo.identifier, command.new)
         await self.on_git_data(repo.identifier)

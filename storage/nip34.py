@@ -31,6 +31,16 @@ STATE = 30618
 
 #: Kinds the purgatory may hold: they promise git data that may not be here yet.
 GIT_DATA_KINDS = frozenset({ANNOUNCEMENT, STATE, PR, PR_UPDATE})
+#: The kinds metrics count under their own label (NIP-34, with the NIP-22 comments and
+#: NIP-09 deletions that ride along); every other kind is "other", so labels stay bounded.
+NIP34_KINDS = frozenset({ANNOUNCEMENT, STATE, PATCH, PR, PR_UPDATE, ISSUE, *STATUS_KINDS, GRASP_LIST,
+                         COMMENT, DELETION})
+
+# --- git names ------------------------------------------------------------------------------
+#: git's id of "no object": the old side of a ref being created, the new side of one deleted.
+ZERO_OID = "0" * 40
+#: Where a PR's tip lives in a repo: `refs/nostr/<PR event id>` (NIP-34).
+PR_REF_PREFIX = "refs/nostr/"
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _CLONE_SCHEMES = frozenset({"http", "https"})

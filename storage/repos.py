@@ -24,7 +24,6 @@ from storage.event import is_hex
 
 log = structlog.get_logger(__name__)
 
-ZERO_OID = "0" * 40
 BRANCH_AND_TAG_PREFIXES = nip34.BRANCH_AND_TAG
 
 # Config every repo carries, re-applied by `ensure` so older repos pick up changes.
@@ -71,8 +70,10 @@ def check_identifier(ident: str) -> str:
     return ident
 
 
-def npub_to_hex(npub: str) -> str:
-    """Decode a bech32 npub; hex is refused here because URLs always carry the npub form."""
+def owner_pubkey(npub: str) -> str:
+    """The hex pubkey of a repo path's owner segment, or BadRepoPath: unlike
+    `nip34.npub_to_hex` (None for anything not an npub) a path must name a valid npub, and
+    hex is refused here because URLs always carry the npub form."""
     pubkey = nip34.npub_to_hex(npub)
     if pubkey is None:
         raise BadRepoPath("owner must be a valid bech32 npub")
@@ -82,7 +83,7 @@ def npub_to_hex(npub: str) -> str:
 def to_npub(npub_or_hex: str) -> str:
     """Accept either form (events carry hex, URLs carry npub) and return the canonical npub."""
     if npub_or_hex.startswith("npub1"):
-        npub_to_hex(npub_or_hex)
+        owner_pubkey(npub_or_hex)
         return npub_or_hex
     if not is_hex(npub_or_hex, 64):
         raise BadRepoPath("owner must be an npub or a 64-character hex public key")

@@ -14,12 +14,11 @@ from storage import held as held_reads
 from storage.event import Event, stored_event
 from storage.records import HeldEntry
 from storage.schema import open_reader
+from storage.nip34 import ANNOUNCEMENT as ANNOUNCEMENT_KIND
+from storage.nip34 import DELETION as DELETION_KIND
+from storage.nip34 import STATE as STATE_KIND
+from storage.nip34 import parse_coordinate
 from storage.view_cache import IdIndexedCache
-from storage.write_ops import parse_coordinate
-
-ANNOUNCEMENT_KIND = 30617
-STATE_KIND = 30618
-DELETION_KIND = 5
 _ID_TAGS = ("e", "E", "q")
 _COORD_TAGS = ("a", "A", "q")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import sqlite3
 
 from storage.event import Event, is_hex
+from storage.nip34 import DELETION as DELETION_KIND
+from storage.nip34 import parse_coordinate
 from storage.records import SaveResult
-
-DELETION_KIND = 5
 
 
 def replace_key(event: Event) -> str | None:
@@ -148,14 +148,6 @@ def remove_orphans(conn: sqlite3.Connection, event_ids: list[str]) -> list[str]:
     for event_id in dict.fromkeys(event_ids):
         removed += _remove_where(conn, "id=? AND kind!=5", (event_id,))
     return removed
-
-
-def parse_coordinate(coordinate: str) -> tuple[int, str, str] | None:
-    """`kind:pubkey:d` -> (kind, pubkey, d); None when malformed."""
-    parts = coordinate.split(":", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not is_hex(parts[1], 64):
-        return None
-    return int(parts[0]), parts[1], parts[2]
 
 
 def _remove_where(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> list[str]:

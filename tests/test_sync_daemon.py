@@ -158,7 +158,9 @@ async def test_per_object_retries_count_against_the_window(start_daemon, upstrea
         assert {k: v for k, v in served.items() if k != "HEAD"} == tips
         for upstream in upstreams:
             assert upstream.max_fetches_in_window(window) <= 3, upstream.fetch_starts
-        assert upstreams[0].fetches + upstreams[1].fetches > 4  # one-object fetches did happen
+        # the first upstream is asked first: its refused fetch, then at least one object alone
+        # (how many before the window cuts depends on how the object ids sort)
+        assert upstreams[0].fetches >= 2
     finally:
         await client.close()
 
