@@ -48,7 +48,7 @@ class PushGate:
         they are rate limited per address."""
         refusal = plan.first_reason
         if refusal is None and plan.open_push:
-            wait = self.nostr_pushes.take(current_client.get())
+            wait = self.nostr_pushes.count_or_wait(current_client.get())
             if wait:
                 limit = self.settings.nostr_ref_pushes_per_ip_per_hour
                 refusal = (f"rate-limited: more than {limit} refs/nostr pushes per hour from your "

@@ -25,8 +25,9 @@ class Window:
     period: float
     hits: deque[float] = field(default_factory=deque)
 
-    def take(self, now: float) -> float:
-        """Count a hit if allowed and return 0; otherwise return the seconds until one is."""
+    def count_or_wait(self, now: float) -> float:
+        """Count a hit if allowed and return 0.0; otherwise count nothing and return the
+        seconds until one is: a truthy result is a refusal."""
         while self.hits and now - self.hits[0] >= self.period:
             self.hits.popleft()
         if len(self.hits) >= self.limit:
@@ -45,14 +46,15 @@ class KeyedWindows:
     _windows: dict[Hashable, Window] = field(default_factory=dict)
     _last_prune: float = 0.0
 
-    def take(self, key: Hashable) -> float:
+    def count_or_wait(self, key: Hashable) -> float:
+        """`Window.count_or_wait` for `key`'s window: 0.0 when counted, else the wait."""
         now = self.clock()
         if now - self._last_prune > self.period:
             self._prune(now)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = Window(self.limit, self.period)
-        return window.take(now)
+        return window.count_or_wait(now)
 
     def _prune(self, now: float) -> None:
         self._last_prune = now

@@ -219,7 +219,7 @@ class Connection:
                 self.send_nowait(protocol.ok(request.event.id, False, refusal))
             else:
                 await self._publish(request)
-        elif isinstance(request, (Subscribe, Count)) and self._req_window.take(time.monotonic()):
+        elif isinstance(request, (Subscribe, Count)) and self._req_window.count_or_wait(time.monotonic()):
             if isinstance(request, Subscribe):  # CLOSED: the id is no longer open, not even live
                 self.session.subscriptions.discard(request.sub_id)
                 if self.parts.subscriptions.remove(self, request.sub_id):
@@ -261,9 +261,9 @@ class Connection:
 
     def _event_refusal(self) -> str | None:
         settings = self.parts.settings
-        if self._event_window.take(time.monotonic()):
+        if self._event_window.count_or_wait(time.monotonic()):
             return f"rate-limited: more than {settings.events_per_minute_per_conn} events per minute on this connection"
-        if self.parts.live.events_per_ip.take(self.ip):
+        if self.parts.live.events_per_ip.count_or_wait(self.ip):
             return f"rate-limited: more than {settings.events_per_minute_per_ip} events per minute from your address"
         return None
 

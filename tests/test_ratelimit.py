@@ -7,18 +7,18 @@ from relay.ratelimit import ConnectionTracker, KeyedWindows, Window, client_addr
 
 def test_window_allows_limit_then_says_how_long_to_wait() -> None:
     window = Window(limit=2, period=60)
-    assert window.take(0) == 0 and window.take(1) == 0
-    assert window.take(2) == 58
-    assert window.take(60) == 0  # the first hit left the window
+    assert window.count_or_wait(0) == 0 and window.count_or_wait(1) == 0
+    assert window.count_or_wait(2) == 58
+    assert window.count_or_wait(60) == 0  # the first hit left the window
 
 
 def test_keyed_windows_are_independent_and_pruned() -> None:
     now = [0.0]
     windows = KeyedWindows(1, 10, clock=lambda: now[0])
-    assert windows.take("a") == 0 and windows.take("b") == 0
-    assert windows.take("a") > 0
+    assert windows.count_or_wait("a") == 0 and windows.count_or_wait("b") == 0
+    assert windows.count_or_wait("a") > 0
     now[0] = 25
-    assert windows.take("c") == 0
+    assert windows.count_or_wait("c") == 0
     assert set(windows._windows) == {"c"}
 
 
