@@ -147,6 +147,25 @@ def author_kinds(authors: frozenset[str], run: Run, cap: int = MAX_EXPANDED_ARMS
 
 # --- one arm ------------------------------------------------------------------------------
 
+def _kinds_and_times(sql: _Sql, alias: str, flt: Filter) -> None:
+    """The filter's kinds, since and until on `alias`: `e` (events) or `t` (tags rows, which
+    copy kind and created_at from their event so the tag index answers them alone)."""
+    if flt.kinds is not None:
+        sql.add_in(f"{alias}.kind", flt.kinds)
+    if flt.since is not None:
+        sql.add(f"{alias}.created_at >= ?", flt.since)
+    if flt.until is not None:
+        sql.add(f"{alias}.created_at <= ?", flt.until)
+
+
+def _tag_drive(sql: _Sql, name: str, values: frozenset[str], flt: Filter) -> None:
+    """The conditions of an arm driven by the tag index (`tags t`): the tag, then kinds and
+    times on the same rows. The same for a query arm and a count arm."""
+    sql.add("t.name = ?", name)
+    sql.add_in("t.value", values)
+    _kinds_and_times(sql, "t", flt)
+
+
 def _arm(plan: _Plan, columns: str, limit: int | None) -> tuple[str, list[object]]:
     """SELECT `columns` of the events matching one filter, newest first, at most `limit`."""
     flt = plan.flt
@@ -157,22 +176,10 @@ def _arm(plan: _Plan, columns: str, limit: int | None) -> tuple[str, list[object
     if plan.drive == "tag":
         name, values = tags.pop(0)
         source = "tags t CROSS JOIN events e ON e.seq = t.event_seq"
-        sql.add("t.name = ?", name)
-        sql.add_in("t.value", values)
-        if flt.kinds is not None:
-            sql.add_in("t.kind", flt.kinds)
-        if flt.since is not None:
-            sql.add("t.created_at >= ?", flt.since)
-        if flt.until is not None:
-            sql.add("t.created_at <= ?", flt.until)
+        _tag_drive(sql, name, values, flt)
         order = "ORDER BY t.created_at DESC, e.id"
     else:
-        if flt.kinds is not None:
-            sql.add_in("e.kind", flt.kinds)
-        if flt.since is not None:
-            sql.add("e.created_at >= ?", flt.since)
-        if flt.until is not None:
-            sql.add("e.created_at <= ?", flt.until)
+        _kinds_and_times(sql, "e", flt)
     if flt.ids is not None:
         sql.add_in("e.id", flt.ids)
     if flt.authors is not None:
@@ -301,14 +308,7 @@ def _count_arm(plan: _Plan) -> tuple[str, list[object]]:
         return _arm(plan, "e.seq", None)
     name, values = flt.tags[0]
     sql = _Sql()
-    sql.add("t.name = ?", name)
-    sql.add_in("t.value", values)
-    if flt.kinds is not None:
-        sql.add_in("t.kind", flt.kinds)
-    if flt.since is not None:
-        sql.add("t.created_at >= ?", flt.since)
-    if flt.until is not None:
-        sql.add("t.created_at <= ?", flt.until)
+    _tag_drive(sql, name, values, flt)
     # one tags row per (event, name, value): DISTINCT only matters for several values
     distinct = "DISTINCT " if len(values) > 1 else ""
     return f"SELECT {distinct}t.event_seq FROM tags t WHERE {' AND '.join(sql.where)}", sql.params
