@@ -41,18 +41,6 @@ class FetchOutcome:
         return not self.ok and self.kind in NETWORK_FAILURES
 
 
-@dataclass(frozen=True)
-class FetchRecord:
-    """Handed to the sync service's observer after every fetch (metrics: outcome counters,
-    durations per domain)."""
-
-    identifier: str
-    url: str
-    domain: str
-    outcome: FetchOutcome
-    duration_s: float
-
-
 @dataclass
 class SyncStats:
     """Counters the sync service keeps; the relay's metrics read them."""

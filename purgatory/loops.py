@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from config.settings import Settings
-from purgatory.context import FetchRecord, SyncContext, SyncStats
+from purgatory.context import SyncContext, SyncStats
 from purgatory.queue import SyncQueue
 from purgatory.sync import SyncRuntime, candidate, fetch_holding_slot, sync_identifier
 from purgatory.throttle import DomainStats, ThrottleManager
@@ -63,7 +63,6 @@ class SyncService:
         self,
         settings: Settings,
         context: SyncContext,
-        observer: Callable[[FetchRecord], None] | None = None,
         *,
         requests: SyncRequests | None = None,
         on_throttle_wait: Callable[[str, float], None] | None = None,
@@ -75,7 +74,7 @@ class SyncService:
         self.throttles = ThrottleManager.from_settings(settings)
         self.throttles.on_change = self._domain_changed
         self.stats = SyncStats()
-        self._rt = SyncRuntime(settings, context, self.throttles, self.stats, observer)
+        self._rt = SyncRuntime(settings, context, self.throttles, self.stats)
         self._wake = self.requests.wake
         self._running = False
         self._main: asyncio.Task[None] | None = None

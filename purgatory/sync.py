@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from config.settings import Settings
-from purgatory.context import FetchOutcome, FetchRecord, SyncContext, SyncStats
+from purgatory.context import FetchOutcome, SyncContext, SyncStats
 from purgatory.throttle import ThrottleManager, domain_of, is_own_origin
 
 log = structlog.get_logger(__name__)
@@ -89,7 +89,6 @@ class SyncRuntime:
     ctx: SyncContext
     throttles: ThrottleManager
     stats: SyncStats = field(default_factory=SyncStats)
-    observer: Callable[[FetchRecord], None] | None = None
     _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
 
     def is_throttled(self) -> IsThrottled:
@@ -175,15 +174,9 @@ async def _fetch_in_slot(
             rt.throttles.cool_off(domain, rt.ctx.now() + rt.settings.fetch_cooloff_s)
     finally:
         rt.throttles.release(domain, rt.ctx.now())
-    record = FetchRecord(identifier, url, domain, outcome, rt.ctx.now() - started)
-    rt.stats.fetch_outcomes[outcome.kind] += 1
+    rt.stats.fetch_outcomes[outcome.kind] += 1  # per-domain metrics: the context records them
     log.debug("sync.fetched", identifier=identifier, url=url, kind=outcome.kind, oids=len(oids),
-              detail=outcome.detail)
-    if rt.observer is not None:
-        try:
-            rt.observer(record)
-        except Exception:  # metrics must never break a sync
-            log.exception("sync.observer_failed")
+              seconds=round(rt.ctx.now() - started, 3), detail=outcome.detail)
     return outcome
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from config.settings import Settings
 from purgatory.context import FetchKind, FetchOutcome
-from purgatory.context import FetchRecord
 from purgatory.loops import SyncService
 from purgatory.sync import (
     SyncRuntime,
@@ -192,14 +191,12 @@ async def test_from_url_fetches_and_processes() -> None:
     ctx = FakeContext()
     ctx.add("test", [A1], {"abc123"})
     ctx.serves[A1] = {"abc123"}
-    records: list[FetchRecord] = []
     rt = runtime(ctx)
-    rt.observer = records.append
     outcome = await from_url(rt, "test", A1)
     assert outcome == FetchOutcome.success()
     assert ctx.processed["test"] == 1 and "test" not in ctx.needed
     assert rt.throttles.get("a.example:443").in_flight == 0  # type: ignore[union-attr]
-    assert [(r.url, r.domain, r.outcome.kind) for r in records] == [(A1, "a.example:443", "ok")]
+    assert ctx.fetched_urls() == [A1]
     assert rt.stats.fetch_outcomes == Counter(ok=1)
 
 
