@@ -94,7 +94,7 @@ class Purgatory:
             await self.store.remove_placeholder(event.id)
             await self._drop_contradicting_pr_refs(event)
         expires_at = self.clock() + self.settings.purgatory_expiry_s
-        held = await self.store.hold(event, identifier, None, expires_at, source)
+        held = await self.store.hold(event, identifier, expires_at, source)
         if held:
             self.metrics.purgatory_event(event.kind, "held")
             log.info("purgatory_held", event_id=event.id, kind=event.kind, identifier=identifier)

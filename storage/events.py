@@ -185,12 +185,10 @@ class EventStore:
         return removed
 
     # --- purgatory -----------------------------------------------------------------------
-    async def hold(
-        self, event: Event, identifier: str, owner_hint: str | None, expires_at: float, source: str
-    ) -> bool:
+    async def hold(self, event: Event, identifier: str, expires_at: float, source: str) -> bool:
         """Put an event in purgatory (committed on return). False if it is already held."""
         held: bool = await self._writer.submit(
-            write_ops.hold, event, identifier, owner_hint, time.time(), expires_at, source
+            write_ops.hold, event, identifier, time.time(), expires_at, source
         )
         return held
 

@@ -10,12 +10,12 @@ import sqlite3
 from storage.event import stored_event
 from storage.records import HeldEntry
 
-_COLUMNS = "raw, identifier, received_at, expires_at, source, owner_hint"
+_COLUMNS = "raw, identifier, received_at, expires_at, source"
 
 
-def _entry(row: tuple[str, str, float, float, str, str | None]) -> HeldEntry:
-    raw, identifier, received_at, expires_at, source, owner_hint = row
-    return HeldEntry(stored_event(raw), identifier, received_at, expires_at, source, owner_hint)
+def _entry(row: tuple[str, str, float, float, str]) -> HeldEntry:
+    raw, identifier, received_at, expires_at, source = row
+    return HeldEntry(stored_event(raw), identifier, received_at, expires_at, source)
 
 
 def held_entries(conn: sqlite3.Connection, identifier: str | None = None) -> list[HeldEntry]:

@@ -69,4 +69,3 @@ class HeldEntry:
     received_at: float
     expires_at: float
     source: str
-    owner_hint: str | None = None

@@ -163,17 +163,16 @@ def hold(
     conn: sqlite3.Connection,
     event: Event,
     identifier: str,
-    owner_hint: str | None,
     received_at: float,
     expires_at: float,
     source: str,
 ) -> bool:
     cur = conn.execute(
-        "INSERT OR IGNORE INTO held(id, pubkey, created_at, kind, d, identifier, owner_hint, "
-        "received_at, expires_at, source, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT OR IGNORE INTO held(id, pubkey, created_at, kind, d, identifier, "
+        "received_at, expires_at, source, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
             event.id, event.pubkey, event.created_at, event.kind, replace_key(event), identifier,
-            owner_hint, received_at, expires_at, source, event.to_json(),
+            received_at, expires_at, source, event.to_json(),
         ),
     )
     if cur.rowcount == 0:

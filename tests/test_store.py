@@ -255,7 +255,7 @@ async def test_restart_keeps_everything(tmp_path: Path) -> None:
     await s.save(deleted)
     await s.save(ev(5, "", [["e", deleted.id]], T0 + 1))
     held = ev(30618, "state", [["d", "r"]])
-    assert await s.hold(held, "r", None, 9e9, "client")
+    assert await s.hold(held, "r", 9e9, "client")
     await s.discard(["ef" * 32], "expired")
     await s.add_placeholder("12" * 32, "npub/r.git", "ab" * 20, 100.0)
     await s.close()

@@ -48,15 +48,15 @@ async def served_ids(store: EventStore) -> set[str]:
 async def test_hold_and_list(store: EventStore) -> None:
     s1, s2 = state("r1"), state("r2", sk=SK_B)
     pr = ev(1618, "pr", [["a", f"30617:{s1.pubkey}:r1"]])
-    assert await store.hold(s1, "r1", s1.pubkey, T0 + 100, "client")
-    assert not await store.hold(s1, "r1", None, T0 + 200, "sync")
-    assert await store.hold(s2, "r2", None, T0 + 50, "sync")
-    assert await store.hold(pr, "r1", None, T0 + 300, "client")
+    assert await store.hold(s1, "r1", T0 + 100, "client")
+    assert not await store.hold(s1, "r1", T0 + 200, "sync")
+    assert await store.hold(s2, "r2", T0 + 50, "sync")
+    assert await store.hold(pr, "r1", T0 + 300, "client")
     entries = await store.held("r1")
     assert [h.event for h in entries] == [s1, pr]
     first = entries[0]
     assert isinstance(first, HeldEntry)
-    assert (first.identifier, first.expires_at, first.source, first.owner_hint) == ("r1", T0 + 100, "client", s1.pubkey)
+    assert (first.identifier, first.expires_at, first.source) == ("r1", T0 + 100, "client")
     assert first.received_at > T0
     assert len(await store.held()) == 3
     assert await store.held_identifiers() == ["r1", "r2"]
@@ -71,7 +71,7 @@ async def test_release_moves_to_served_in_order(store: EventStore) -> None:
     old, new = state("r", T0), state("r", T0 + 1)
     other = ev(1618, "pr")
     for e in (new, old, other):
-        await store.hold(e, "r", None, T0 + 100, "client")
+        await store.hold(e, "r", T0 + 100, "client")
     results = await store.release([old.id, new.id, other.id, "ff" * 32])
     assert [r.status for r in results] == ["saved", "replaced", "saved", "missing"]
     assert results[1].removed_ids == [old.id]
@@ -83,8 +83,8 @@ async def test_release_moves_to_served_in_order(store: EventStore) -> None:
 async def test_release_applies_save_semantics(store: EventStore) -> None:
     newer, older = state("r", T0 + 5), state("r", T0)
     await store.save(newer)
-    await store.hold(older, "r", None, T0 + 100, "sync")
-    await store.hold(newer, "r", None, T0 + 100, "sync")
+    await store.hold(older, "r", T0 + 100, "sync")
+    await store.hold(newer, "r", T0 + 100, "sync")
     results = await store.release([older.id, newer.id])
     assert [r.status for r in results] == ["older", "duplicate"]
     assert await store.held() == []
@@ -93,8 +93,8 @@ async def test_release_applies_save_semantics(store: EventStore) -> None:
 async def test_release_is_one_transaction(store: EventStore) -> None:
     """A release that fails part-way keeps everything held (nothing half-moved)."""
     a, b = ev(1618, "a"), ev(1618, "b")
-    await store.hold(a, "r", None, T0, "client")
-    await store.hold(b, "r", None, T0, "client")
+    await store.hold(a, "r", T0, "client")
+    await store.hold(b, "r", T0, "client")
     conn = sqlite3.connect(store.path, isolation_level=None)
     try:
         # make the insert of `b` fail inside the release transaction
@@ -121,7 +121,7 @@ def _release(conn: sqlite3.Connection, ids: list[str]) -> object:
 
 async def test_discard_remembers_expired(store: EventStore) -> None:
     s = state("r")
-    await store.hold(s, "r", None, T0, "sync")
+    await store.hold(s, "r", T0, "sync")
     assert not await store.is_expired(s.id)
     await store.discard([s.id], "expired")
     assert await store.held() == []
@@ -138,7 +138,7 @@ async def test_expired_memory_is_forgotten_after_its_time(store: EventStore) -> 
 
     old, recent = state("a"), state("b")
     for event in (old, recent):
-        await store.hold(event, event.d_tag, None, T0, "sync")
+        await store.hold(event, event.d_tag, T0, "sync")
     await store.discard([old.id], "expired")
     cut = time.time() + 0.001
     while time.time() <= cut:
@@ -153,7 +153,7 @@ async def test_deletion_removes_own_held_entries(store: EventStore) -> None:
     mine, theirs = state("r"), state("r", sk=SK_B)
     my_ann = announcement("r", T0)
     for e in (mine, theirs, my_ann):
-        await store.hold(e, "r", None, T0 + 100, "client")
+        await store.hold(e, "r", T0 + 100, "client")
     res = await store.save(ev(5, "", [["e", mine.id], ["e", theirs.id], ["a", my_ann.coordinate or ""]], T0 + 1))
     assert sorted(res.removed_held) == sorted([mine.id, my_ann.id])
     assert [h.event for h in await store.held()] == [theirs]
@@ -183,7 +183,7 @@ async def test_view_announcements(store: EventStore) -> None:
     held_ann = announcement("r", T0 + 9, content="held")
     served_ann = announcement("r", T0, content="served")
     other = announcement("r", T0, sk=SK_B)
-    await store.hold(held_ann, "r", None, T0 + 100, "client")
+    await store.hold(held_ann, "r", T0 + 100, "client")
     assert view.announcement(held_ann.pubkey, "r") == held_ann
     assert view.served_announcement(held_ann.pubkey, "r") is None
     await store.save(served_ann)
@@ -198,7 +198,7 @@ async def test_view_announcements(store: EventStore) -> None:
 async def test_view_states(store: EventStore) -> None:
     served, held_b = state("r"), state("r", sk=SK_B)
     await store.save(served)
-    await store.hold(held_b, "r", None, T0 + 100, "sync")
+    await store.hold(held_b, "r", T0 + 100, "sync")
     await store.save(state("r2"))
     assert {e.id for e in store.view.states_for("r")} == {served.id, held_b.id}
 
@@ -207,7 +207,7 @@ async def test_view_events_and_coordinates(store: EventStore) -> None:
     view = store.view
     served, held = ev(1, "served"), announcement("h")
     await store.save(served)
-    await store.hold(held, "h", None, T0 + 100, "client")
+    await store.hold(held, "h", T0 + 100, "client")
     assert view.has_event(served.id) and view.has_event(held.id)
     assert not view.has_event("00" * 32)
     assert view.get_event(served.id) == served and view.get_event(held.id) == held
@@ -230,7 +230,7 @@ async def test_view_is_referenced(store: EventStore) -> None:
     await store.save(ev(1, "q", [["q", target]]))
     assert view.is_referenced(target, None)
     assert not view.is_referenced("ee" * 32, coord)
-    await store.hold(ev(1618, "pr", [["A", coord]]), "repo", None, T0 + 100, "client")
+    await store.hold(ev(1618, "pr", [["A", coord]]), "repo", T0 + 100, "client")
     assert view.is_referenced("ee" * 32, coord)
     assert not view.is_referenced("ee" * 32, None)
     for name in ("e", "E"):
@@ -243,11 +243,11 @@ async def test_view_served_anchors_leave_held_events_out(store: EventStore) -> N
     """Only served events anchor others (the policy's relatedness rule)."""
     view = store.view
     held = announcement("h")
-    await store.hold(held, "h", None, T0 + 100, "client")
+    await store.hold(held, "h", T0 + 100, "client")
     coord = held.coordinate or ""
     assert view.has_coordinate(coord) and not view.has_served_coordinate(coord)
     target = "ab" * 32
-    await store.hold(ev(1618, "pr", [["q", target]]), "h", None, T0 + 100, "client")
+    await store.hold(ev(1618, "pr", [["q", target]]), "h", T0 + 100, "client")
     assert view.is_referenced(target, None) and not view.is_referenced_by_served(target, None)
     await store.release([held.id])
     assert view.has_served_coordinate(coord)
@@ -272,18 +272,18 @@ async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path)
     try:
         assert agree() == []  # cached empty
         a1, s1 = announcement("r"), state("r")
-        await store.hold(a1, "r", a1.pubkey, T0 + 100, "client")
-        await store.hold(s1, "r", a1.pubkey, T0 + 100, "client")
+        await store.hold(a1, "r", T0 + 100, "client")
+        await store.hold(s1, "r", T0 + 100, "client")
         assert agree() == [a1.id, s1.id]
         await store.release([a1.id, s1.id])
         assert agree() == [a1.id, s1.id]
         a2 = announcement("r", t=T0 + 5, content="newer")
-        await store.hold(a2, "r", a2.pubkey, T0 + 100, "client")
+        await store.hold(a2, "r", T0 + 100, "client")
         assert agree() == [a1.id, a2.id, s1.id]
         await store.release([a2.id])  # replaces a1
         assert agree() == [a2.id, s1.id]
         b = announcement("r", sk=SK_B)
-        await store.hold(b, "r", b.pubkey, T0 + 100, "client")
+        await store.hold(b, "r", T0 + 100, "client")
         assert agree() == [a2.id, b.id, s1.id]
         await store.discard([b.id], "expired")
         assert agree() == [a2.id, s1.id]
@@ -291,7 +291,7 @@ async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path)
         await store.save(s2)  # a served replacement, no purgatory
         assert agree() == [a2.id, s2.id]
         s3 = state("r", t=T0 + 30)
-        await store.hold(s3, "r", a2.pubkey, T0 + 100, "client")
+        await store.hold(s3, "r", T0 + 100, "client")
         assert agree() == [a2.id, s2.id, s3.id]  # served first, then held
         assert [h.event.id for h in await store.held("r")] == [s3.id]
         await store.save(ev(5, "", [["a", f"30617:{a2.pubkey}:r"], ["e", s3.id]], T0 + 40))
