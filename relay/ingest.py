@@ -56,11 +56,8 @@ class Ingest:
         structlog.contextvars.bind_contextvars(event_id=event.id)
         self._metrics.event_received(event.kind)
         verdict = policy.decide(event, self._view, self._live.policy_context)
-        if verdict.action == "reject":
+        if verdict.action == "reject":  # ephemeral kinds among them (policy.ephemeral_rule)
             return self._reject(event, verdict.message)
-        if event.is_ephemeral:
-            self._broadcast(event)
-            return self._accept(event, "")
         if verdict.action == "purgatory":
             message = await self._hold(event, verdict.identifier, source)
             if message is None:
