@@ -15,8 +15,10 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,6 +120,32 @@ class Workload:
             for d in self.identifiers
         ]
         return sign_all(jobs)
+
+
+async def serve_repos(relay: RelayProcess, work: Workload) -> None:
+    """Publish a state per repository and push its one commit, so the announcements are
+    served before the issues that tag them arrive."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@b", "GIT_TERMINAL_PROMPT": "0"}
+    with tempfile.TemporaryDirectory(prefix="bench-work-") as tmp:
+        work_dir = Path(tmp)
+        subprocess.run(["git", "init", "-q", "-b", "main", str(work_dir)], env=env, check=True)
+        (work_dir / "readme").write_text("bench\n")
+        subprocess.run(["git", "add", "."], cwd=work_dir, env=env, check=True)
+        subprocess.run(["git", "commit", "-q", "-m", "bench"], cwd=work_dir, env=env, check=True)
+        tip = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work_dir, env=env, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        now = int(time.time())
+        states = sign_all([(work.owner_secret, 30618, "", [["d", d], ["refs/heads/main", tip],
+                                                           ["HEAD", "ref: refs/heads/main"]], now)
+                           for d in work.identifiers])
+        result = await publish(relay.url, states, 1, 50)
+        if result.rejected:
+            raise RuntimeError(f"{relay.name} rejected the states: {result.reasons}")
+        owner = npub(pubkey_of(work.owner_secret))
+        for d in work.identifiers:
+            subprocess.run(["git", "push", "-q", f"http://{relay.domain}/{owner}/{d}.git", "main"], cwd=work_dir,
+                           env=env, check=True, capture_output=True)
 
 
 def issue_jobs(prefix: str, count: int, coords: list[str], authors: list[str], owner: str) -> list[SignJob]:
@@ -275,6 +303,10 @@ async def bench_relay(relay: RelayProcess, work: Workload, args: argparse.Namesp
     announcements = await publish(relay.url, work.announcements(relay.domain), 1, 50)
     if announcements.rejected:
         raise RuntimeError(f"{relay.name} rejected the announcements: {announcements.reasons}")
+    if relay.name == "grasp-relay":
+        # a GRASP relay serves a repository (and stores what tags it) once its git data is
+        # there: a state and a push per repository, as owners publish them
+        await serve_repos(relay, work)
     ingest = await publish(relay.url, work.ingest, args.connections, args.window)
     load = await publish(relay.url, work.query, args.connections, args.window)
     rng = random.Random(7)
