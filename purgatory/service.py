@@ -282,17 +282,17 @@ class Purgatory:
         tip = nip34.pr_tip(event)
         name = nip34.PR_REF_PREFIX + event.id
         for owner, identifier in self._pr_repos(event):
-            for path in (self.repos.path(owner, identifier), self.repos.pending_path(owner, identifier)):
-                if not (path / "HEAD").is_file():
-                    continue
-                current = self.repos.get_ref(path, name)
-                if current is not None and current != tip:
-                    async with self.repos.lock(self.repos.path(owner, identifier)):
-                        if path == self.repos.path(owner, identifier):
-                            await asyncio.to_thread(self.repos.delete_ref, path, name)
-                        else:
-                            await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
-                    log.info("pr_ref_removed", ref=name, repo=str(path), pushed=current, named=tip)
+            served = self.repos.path(owner, identifier)
+            pushed = self.repos.get_ref(served, name) if self.repos.exists(owner, identifier) else None
+            waiting = self.repos.pending_refs(owner, identifier).get(name)
+            if pushed in (None, tip) and waiting in (None, tip):
+                continue
+            async with self.repos.lock(served):
+                if pushed not in (None, tip):
+                    await asyncio.to_thread(self.repos.delete_ref, served, name)
+                if waiting not in (None, tip):
+                    await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
+            log.info("pr_ref_removed", ref=name, repo=str(served), pushed=pushed, waiting=waiting, named=tip)
 
     def _pr_repos(self, event: Event) -> list[tuple[str, str]]:
         coords = nip34.pr_repo_coordinates(event)

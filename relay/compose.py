@@ -123,7 +123,7 @@ async def open_components(settings: Settings, live: Live) -> Components:
             await orphans.drop_orphans(event, store.view, live.policy_context, store.query, store.remove_orphans)
 
     after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
-    ingest = Ingest(store.view, store.save, live, metrics, subscriptions.broadcast, purgatory.accept, after_store)
+    ingest = Ingest(store.view, store.save, live, metrics, purgatory.accept, after_store)
     pushes = PushGate(settings, store, repos, metrics, purgatory.expect_pr, purgatory.on_git_data)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
                   metrics=metrics)

@@ -127,8 +127,7 @@ class GitHttp:
         """Any push consistent with the refs here, as if a state said so (no signed events)."""
         current = self.store.all_refs(repo.path)
         after = apply_updates(current, [u for u in updates if u.old != u.new])
-        pending = (self.store.all_refs(self.store.pending_path(repo.pubkey, repo.identifier))
-                   if self.store.pending_exists(repo.pubkey, repo.identifier) else {})
+        pending = self.store.pending_refs(repo.pubkey, repo.identifier)
         return decide(current, updates, [("unchecked", after)], {}, pending)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,13 +42,12 @@ class Ingest:
     clients and for peers' events are one code path with no way back to the app."""
 
     def __init__(self, view: policy.ReadView, save: Callable[[Event], Awaitable[SaveResult]], live: Live,
-                 metrics: MetricsSink, broadcast: Callable[[Event], object], hold: Hold,
+                 metrics: MetricsSink, hold: Hold,
                  after_store: Sequence[AfterStore]) -> None:
         self._view = view
         self._save = save
         self._live = live
         self._metrics = metrics
-        self._broadcast = broadcast
         self._hold = hold
         self._after_store = tuple(after_store)
 

@@ -72,8 +72,7 @@ class PushGate:
                     tips[event_id] = tip
         repos = self.repos
         current = repos.all_refs(repo.path)
-        pending = (repos.all_refs(repos.pending_path(repo.pubkey, repo.identifier))
-                   if repos.pending_exists(repo.pubkey, repo.identifier) else {})
+        pending = repos.pending_refs(repo.pubkey, repo.identifier)
         return push_auth.decide(current, updates, candidates, tips, pending)
 
     async def candidate_states(self, repo: RepoRef) -> list[Event]:

@@ -183,6 +183,11 @@ class RepoStore:
         except BadRepoPath:
             return False
 
+    def pending_refs(self, npub_or_hex: str, identifier: str) -> dict[str, str]:
+        """The PR refs waiting in a repo's pending area ({} when it has none)."""
+        path = self.pending_path(npub_or_hex, identifier)
+        return self.all_refs(path) if (path / "HEAD").is_file() else {}
+
     def drop_pending_ref(self, npub_or_hex: str, identifier: str, name: str) -> bool:
         """Remove one waiting PR ref; the pending repo goes with its last ref, and with it
         every object only unclaimed pushes brought. True when the ref was there."""

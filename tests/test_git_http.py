@@ -64,9 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     async def plan(repo: RepoRef, updates: list[RefUpdate]) -> push_auth.PushPlan:
         if policy.allow_all:
             return await unchecked(repo, updates)
-        pending = store.pending_path(repo.pubkey, repo.identifier)
-        pending_refs = store.all_refs(pending) if (pending / "HEAD").is_file() else {}
-        return push_auth.decide(store.all_refs(repo.path), updates, policy.candidates, {}, pending_refs)
+        pending = store.pending_refs(repo.pubkey, repo.identifier)
+        return push_auth.decide(store.all_refs(repo.path), updates, policy.candidates, {}, pending)
 
     async def on_pushed(repo: RepoRef, plan: push_auth.PushPlan) -> None:
         policy.pushed.append((repo, list(plan.commands)))
