@@ -62,6 +62,14 @@ def metrics_of(daemon: Daemon) -> str:
     return daemon.get("/metrics")[2].decode()
 
 
+async def wait_metric(daemon: Daemon, name: str, want: float, timeout: float = 10.0, **labels: str) -> None:
+    """Poll /metrics until the sample reaches `want` (the relay counts what it did), bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while metric(metrics_of(daemon), name, **labels) < want and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def test_req_is_cut_at_the_outbox_budget_then_closed(start_daemon) -> None:
     """Four REQs of 3 MB each into a socket nobody reads: the kernel takes a few MB, the outbox
     256 kB, and what does not fit is cut with a reason (the first REQ may fit whole)."""
@@ -122,7 +130,7 @@ async def test_live_subscription_that_overflows_is_closed(start_daemon) -> None:
         await ws.send(json.dumps(["REQ", "live", {"kinds": [10317]}]))
         await asyncio.sleep(0.3)
         await publish_big(daemon, count=80)  # 8 MB: past the kernel's buffers and the budget
-        await asyncio.sleep(0.5)
+        await wait_metric(daemon, "grasp_budget_exceeded_total", 1, budget="outbox", action="subscription_closed")
         frames = await drain(ws, timeout=3.0)
     finally:
         await ws.close()
@@ -146,7 +154,7 @@ async def test_client_that_stays_congested_is_dropped(start_daemon) -> None:
         # full: 40 of them outlast both, and the outbox stays full
         for i in range(40):
             await ws.send(json.dumps(["REQ", f"big{i}", {"kinds": [10317]}]))
-        await asyncio.sleep(2.5)
+        await wait_metric(daemon, "grasp_budget_exceeded_total", 1, budget="outbox", action="connection_dropped")
         text = metrics_of(daemon)
         # before: a client that never reads was kept, with everything queued, forever
         assert metric(text, "grasp_budget_exceeded_total", budget="outbox", action="connection_dropped") == 1
