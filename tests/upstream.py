@@ -259,6 +259,7 @@ class Upstream:
     def _handle(self, req: _Handler) -> None:
         now = time.monotonic()
         path = urlsplit(req.path).path
+        req._over = False  # type: ignore[attr-defined]  # per request: one handler serves a whole connection
         with self._lock:
             self._requests += 1
             self._current += 1
@@ -285,7 +286,15 @@ class Upstream:
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            with self._lock:
+            self._request_over(req)
+
+    def _request_over(self, req: _Handler) -> None:
+        """The request no longer counts as in flight. Called just before the last byte of an
+        answer goes out (the client may start its next request the moment it has it, while
+        this thread still waits for git to exit), and again, harmlessly, when the handler ends."""
+        with self._lock:
+            if not getattr(req, "_over", False):
+                req._over = True  # type: ignore[attr-defined]
                 self._current -= 1
 
     def _hang(self, req: _Handler) -> None:
@@ -369,6 +378,7 @@ class Upstream:
                 _write_chunk(req, chunk)
                 with self._lock:
                     self._bytes_sent += len(chunk)
+            self._request_over(req)
             _write_chunk(req, b"")
         finally:
             feeder.join(timeout=5)
