@@ -35,7 +35,7 @@ from nostr_sdk import Keys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.settings import Settings  # noqa: E402
-from relay.git_http import GitHttp, parse_git_path, respond_text  # noqa: E402
+from relay.git.smart_http import GitHttp, parse_git_path, respond_text  # noqa: E402
 from storage.repos import RepoStore  # noqa: E402
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import websockets
 from peer import RelayProcess, default_grasp_binary, grasp_relay, peer_relay
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 
 KIND = 10317  # accepted by grasp-relay from anyone (the user's GRASP list), replaceable per author
 BIG_CONTENT = 15_000

@@ -39,11 +39,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage import schema
-from storage.event import Event
-from storage.filters import Filter
-from storage.query import select_count, select_raw
-from storage.write_ops import index_tags
+from storage.sqlite import schema
+from storage.nostr.event import Event
+from storage.nostr.filters import Filter
+from storage.sqlite.query import select_count, select_raw
+from storage.sqlite.write_ops import index_tags
 
 BASE_TIME = 1_700_000_000
 SPAN_S = 365 * 86400

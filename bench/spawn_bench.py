@@ -1,7 +1,7 @@
 """What starting a git process costs the event loop, by the daemon's memory size.
 
 uvloop's `create_subprocess_exec` forks on the loop thread (cost grows with the page tables
-of the parent); `relay.spawn.spawn` uses CPython's subprocess (vfork). For each resident size
+of the parent); `relay.git.spawn.spawn` uses CPython's subprocess (vfork). For each resident size
 (ballast touched page by page), start `git --version` --n times with each and report the
 spawn call's time and the loop stall a 1 ms ticker task sees meanwhile (p50 and max).
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from relay.spawn import spawn  # noqa: E402
+from relay.git.spawn import spawn  # noqa: E402
 
 CMD = ["git", "--version"]
 
@@ -86,7 +86,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'RSS MB':>7} {'method':<22} {'start+exit p50 ms':>18} {'loop stall p50 ms':>18} {'stall max ms':>13}")
     for size in (int(s) for s in args.sizes.split(",")):
         grow_to(size, ballast)
-        for name, method in (("uvloop fork", uvloop_spawn), ("relay.spawn (vfork)", vfork_spawn)):
+        for name, method in (("uvloop fork", uvloop_spawn), ("relay.git.spawn (vfork)", vfork_spawn)):
             calls, stalls = await measure(method, args.n)
             print(f"{rss_mb():7.0f} {name:<22} {statistics.median(calls):18.2f} {statistics.median(stalls):18.2f} "
                   f"{max(stalls):13.2f}")

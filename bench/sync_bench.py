@@ -232,7 +232,7 @@ class Result:
 def time_one_fetch(up: Upstream, name: str, tip: str, scratch: Path) -> float:
     """Seconds for one libgit2 fetch by id (the relay's own fetch function, run here), the
     per-fetch cost in the bound; median of 5 into fresh quarantine repos."""
-    from purgatory.fetch import fetch_oids
+    from purgatory.fetch.objects import fetch_oids
 
     times = []
     for i in range(5):

@@ -147,7 +147,7 @@ def check_pubkey(value: str) -> str:
 
 
 def _identifier_problem(identifier: str) -> str | None:
-    """Mirrors what a repo directory name may be (storage.nip34.identifier_problem, which
+    """Mirrors what a repo directory name may be (storage.nostr.nip34.identifier_problem, which
     config/ cannot import: imports point from storage to config)."""
     if identifier in (".", ".."):
         return "cannot be '.' or '..'"

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from storage import nip34
-from storage.event import Event
-from storage.records import HeldEntry
+from storage.nostr import nip34
+from storage.nostr.event import Event
+from storage.sqlite.records import HeldEntry
 
 #: The OK message of an event held until its git data arrives (the policy and the purgatory
 #: both answer with it, so it has one home here, below both).

@@ -18,9 +18,10 @@ from urllib.parse import quote
 import structlog
 
 from config import Settings
-from purgatory import integrity, quarantine, release
-from storage import nip34
-from storage.event import Event
+from purgatory.integrity import compare as integrity
+from purgatory import quarantine, release
+from storage.nostr import nip34
+from storage.nostr.event import Event
 from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)
@@ -402,7 +403,7 @@ class Purgatory:
 
     async def _served_states(self, identifier: str) -> list[Event]:
         """Served 30618s for this identifier, newest first (tie: lowest id)."""
-        from storage.filters import Filter
+        from storage.nostr.filters import Filter
 
         states = Filter(kinds=frozenset({nip34.STATE}), tags=(("d", frozenset({identifier})),))
         found = await self.store.query([states], 1000)

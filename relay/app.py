@@ -18,14 +18,16 @@ import structlog
 from config import Settings, SettingsError, load_settings
 from config.checks import unknown_names
 from config import files as config_files
-from relay import logs, nip11, pages, sdnotify
+from relay.daemon import logs, sdnotify
+from relay.nostr import nip11
+from relay.web import pages
 from relay.compose import Components, open_components
 from relay.http import header, respond
-from relay.reload import Live
-from relay.reload import plan as reload_plan
-from relay.websocket import Connection
+from relay.daemon.reload import Live
+from relay.daemon.reload import plan as reload_plan
+from relay.nostr.websocket import Connection
 from relay import ratelimit
-from relay.git_http import parse_git_path
+from relay.git.smart_http import parse_git_path
 from storage.repos import BadRepoPath, owner_pubkey, validate_identifier
 
 log = structlog.get_logger(__name__)
@@ -66,7 +68,7 @@ class Relay:
 
     def reload(self) -> None:
         """SIGHUP: read the environment, `.env` and GRASP_CONFIG_FILE again and apply the
-        settings of `relay.reload.RELOADABLE` that changed; the log line lists what was
+        settings of `relay.daemon.reload.RELOADABLE` that changed; the log line lists what was
         applied and what needs a restart. A bad setting keeps the running configuration
         and says why in the log."""
         sdnotify.reloading()

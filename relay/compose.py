@@ -23,23 +23,23 @@ from dataclasses import dataclass
 import structlog
 
 from config import Settings
-from purgatory.integrity_pass import StartupIntegrity
-from purgatory.loops import SyncRequests, SyncService
+from purgatory.integrity.sweep import StartupIntegrity
+from purgatory.sync.loops import SyncRequests, SyncService
 from purgatory.service import AfterRelease, Purgatory
-from purgatory.store_context import StoreSyncContext
-from relay import orphans
-from relay.git_http import GitHttp
-from relay.ingest import AfterStore, Ingest
+from purgatory.sync.store_context import StoreSyncContext
+from relay.nostr import orphans
+from relay.git.smart_http import GitHttp
+from relay.nostr.ingest import AfterStore, Ingest
 from relay.metrics import MetricsSink, build_metrics
-from relay.outbox import OutboxTotals
-from relay.peers import PeerSync
-from relay.pushes import PushGate
-from relay.reload import Live
-from relay.subscriptions import Subscriptions
-from relay.websocket import ConnectionParts
-from storage import nip34
-from storage.event import Event
-from storage.events import EventStore
+from relay.nostr.outbox import OutboxTotals
+from relay.peers.sync import PeerSync
+from relay.git.push_gate import PushGate
+from relay.daemon.reload import Live
+from relay.nostr.subscriptions import Subscriptions
+from relay.nostr.websocket import ConnectionParts
+from storage.nostr import nip34
+from storage.nostr.event import Event
+from storage.sqlite.events import EventStore
 from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)

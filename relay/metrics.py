@@ -22,7 +22,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from storage.nip34 import NIP34_KINDS
+from storage.nostr.nip34 import NIP34_KINDS
 
 # NIP-34 kinds (and the NIP-22 comments / NIP-09 deletions that ride along with them) get
 # their own label value; every other kind is counted as "other".
@@ -40,7 +40,7 @@ GitService = Literal["upload-pack", "receive-pack"]
 GIT_SERVICES: frozenset[str] = frozenset({"upload-pack", "receive-pack"})
 PURGATORY_OUTCOMES: frozenset[str] = frozenset({"held", "released", "expired"})
 INTEGRITY_KINDS: frozenset[str] = frozenset({"unsigned", "moved", "missing", "head"})
-#: which budget a client ran out of, and what the relay did about it (relay/websocket.py)
+#: which budget a client ran out of, and what the relay did about it (relay/nostr/websocket.py)
 BUDGETS: frozenset[str] = frozenset({"outbox", "outbox_total", "query"})
 BUDGET_ACTIONS: frozenset[str] = frozenset({"req_closed", "count_closed", "subscription_closed",
                                             "connection_dropped"})
@@ -283,7 +283,7 @@ class Metrics:
         self.push_authorisations.labels("accepted" if accepted else "refused").inc()
 
     def integrity_repair(self, kind: str) -> None:
-        """`kind`: unsigned, moved, missing or head (purgatory.integrity.DIFF_KINDS)."""
+        """`kind`: unsigned, moved, missing or head (purgatory.integrity.compare.DIFF_KINDS)."""
         self.integrity_repairs.labels(kind if kind in INTEGRITY_KINDS else OTHER).inc()
 
     def budget_exceeded(self, budget: str, action: str) -> None:

@@ -19,8 +19,8 @@ from urllib.parse import unquote
 import pygit2
 import structlog
 
-from storage import nip34
-from storage.event import is_hex
+from storage.nostr import nip34
+from storage.nostr.event import is_hex
 
 log = structlog.get_logger(__name__)
 

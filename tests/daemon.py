@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from storage.event import Event, sign_event
+from storage.nostr.event import Event, sign_event
 
 START_TIMEOUT_S = 20.0
 

@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.daemon import (
     ALICE,
     BOB,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.daemon import Client, Daemon, metric, now
 from tests.test_store_reads import corpus, fill
 

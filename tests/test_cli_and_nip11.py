@@ -9,7 +9,7 @@ from pathlib import Path
 
 from config import Settings
 from relay import __version__
-from relay.nip11 import relay_information
+from relay.nostr.nip11 import relay_information
 from tests.daemon import ALICE, console_script, npub_of, pubkey_of
 
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from config.settings import Settings
-from relay import sdnotify
+from relay.daemon import sdnotify
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from purgatory.fetch import classify, fetch_oids, quarantine_has
+from purgatory.fetch.objects import classify, fetch_oids, quarantine_has
 from tests.gitutil import commit, git, make_repo, rev
 from tests.upstream import Upstream
 

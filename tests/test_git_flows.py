@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from relay.pktline import FLUSH, encode
-from storage.event import sign_event
+from relay.git.pktline import FLUSH, encode
+from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, announcement, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import commit, git, make_repo, push, remote_head, remote_refs, rev
 

@@ -18,9 +18,9 @@ import uvicorn
 from nostr_sdk import Keys
 
 from config.settings import Settings
-from relay import push_auth
-from relay.git_http import GitHttp, RepoRef, parse_git_path, respond_text
-from relay.pktline import FLUSH, RefUpdate, encode
+from relay.git import push_auth
+from relay.git.smart_http import GitHttp, RepoRef, parse_git_path, respond_text
+from relay.git.pktline import FLUSH, RefUpdate, encode
 from storage.repos import RepoStore
 
 MAX_PUSH = 256 * 1024

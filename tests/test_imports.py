@@ -101,9 +101,9 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_is_read() -> None:
     """A guard for the test itself: known edges are seen, a TYPE_CHECKING one included."""
     edges = graph()
-    assert "relay.policy" in edges["relay.ingest"]
-    assert "storage.event" in edges["relay.protocol"]
-    assert "storage.repos" in edges["relay.__main__"]  # imported under TYPE_CHECKING there
+    assert "relay.nostr.policy" in edges["relay.nostr.ingest"]
+    assert "storage.nostr.event" in edges["relay.nostr.protocol"]
+    assert "storage.repos" in edges["relay.daemon.cli"]  # imported under TYPE_CHECKING there
 
 
 def test_cycles_are_found() -> None:

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from purgatory import integrity
-from purgatory.integrity import Authority, Difference
-from purgatory.integrity_pass import IntegrityPass, StartupIntegrity, repo_dirs
+from purgatory.integrity import compare as integrity
+from purgatory.integrity.compare import Authority, Difference
+from purgatory.integrity.sweep import IntegrityPass, StartupIntegrity, repo_dirs
 from relay.metrics import Metrics
-from storage.event import Event
+from storage.nostr.event import Event
 from storage.repos import RepoStore
 from tests.daemon import ALICE, BOB, CAROL, announcement, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import git, make_repo, rev

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from storage.event import Event, sign_event
+from storage.nostr.event import Event, sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, issue, now, npub_of, pubkey_of, state
 from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
 from tests.test_git_flows import ids_served, repo_url

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from storage import nip34
-from storage.event import Event, sign_event
+from storage.nostr import nip34
+from storage.nostr.event import Event, sign_event
 
 SECRETS = {name: f"{i:064x}" for i, name in enumerate("ABCDEFGH", start=1)}
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import websockets
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, metric, now, npub_of, pubkey_of, state
 from tests.gitutil import GIT_ENV, commit, git, make_repo, push, remote_refs, rev
 

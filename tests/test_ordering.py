@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay.ordering import depends_on, provides
-from storage.event import sign_event
+from relay.nostr.ordering import depends_on, provides
+from storage.nostr.event import sign_event
 
 A, B = "a1" * 32, "b2" * 32
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, issue, pubkey_of
 from tests.test_push_integrity import served_repo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from purgatory.outbound import (
+from purgatory.fetch.outbound import (
     GIT_SCHEMES,
     check_clone_url,
     check_outbound,
@@ -68,7 +68,7 @@ async def test_check_gives_the_addresses_to_connect_to() -> None:
 
 
 def test_peer_connections_are_pinned_to_the_checked_address() -> None:
-    from relay.peers import _pinned
+    from relay.peers.sync import _pinned
 
     assert _pinned("wss://relay.example.org", ("203.0.113.7",)) == [{"host": "203.0.113.7", "port": 443, "proxy": None}]
     assert _pinned("ws://relay.example.org:7777/x", ("2001:db8::1",))[0]["port"] == 7777
@@ -85,7 +85,7 @@ async def test_peer_connection_tries_the_checked_addresses_in_turn() -> None:
     import websockets
 
     from config.settings import Settings
-    from relay.peers import PeerSync
+    from relay.peers.sync import PeerSync
 
     async def echo(ws) -> None:  # type: ignore[no-untyped-def]
         async for message in ws:

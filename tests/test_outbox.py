@@ -3,7 +3,7 @@ the hard cap, purging a replaced subscription, congestion and its end."""
 
 from __future__ import annotations
 
-from relay.outbox import HARD_FACTOR, Outbox, OutboxTotals
+from relay.nostr.outbox import HARD_FACTOR, Outbox, OutboxTotals
 
 
 def frame(n: int) -> str:

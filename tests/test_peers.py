@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay.peers import MAX_VALUES_PER_FILTER, PeerPlan, plan_peers
-from storage.event import sign_event
+from relay.peers.sync import MAX_VALUES_PER_FILTER, PeerPlan, plan_peers
+from storage.nostr.event import sign_event
 
 A, B = "a1" * 32, "b2" * 32
 OWN = "relay.example"
@@ -84,7 +84,7 @@ async def test_a_bad_event_from_a_peer_is_skipped_and_reconnects_ask_since(start
                               sync_enabled="false")
         tags = [["d", "peered"], ["clone", f"{daemon.http_url}/{npub_of(ALICE)}/peered.git"],
                 ["relays", daemon.ws_url, f"ws://127.0.0.1:{port}"]]
-        from storage.event import sign_event
+        from storage.nostr.event import sign_event
 
         client = await Client.connect(daemon.ws_url)
         try:

@@ -3,7 +3,7 @@ connection goes to a checked address, never to whatever the name resolves to lat
 
 Everything runs on real sockets: real `git http-backend` servers (tests/upstream.py), a
 redirecting server, and libgit2 itself. Some tests pin down the libgit2 1.9 behaviour the
-design in purgatory/pinning.py rests on, so a libgit2 upgrade that changes it shows up here."""
+design in purgatory/fetch/pinning.py rests on, so a libgit2 upgrade that changes it shows up here."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Self
 import pygit2
 import pytest
 
-from purgatory.fetch import fetch_oids
-from purgatory.pinning import Forwarder, Target, client_tls
+from purgatory.fetch.objects import fetch_oids
+from purgatory.fetch.pinning import Forwarder, Target, client_tls
 from tests.gitutil import make_repo, rev
 from tests.upstream import Redirector, Upstream, make_cert, server_tls
 
@@ -260,7 +260,7 @@ async def test_https_reaches_the_pinned_address_with_tls_checked_against_the_nam
 
 async def test_an_https_upstream_with_a_certificate_for_another_name_fails_as_tls_at_once(
         tmp_path: Path, work: Path, tls_context: object) -> None:
-    """The case that hangs libgit2's own https-through-a-proxy code (see purgatory/pinning.py):
+    """The case that hangs libgit2's own https-through-a-proxy code (see purgatory/fetch/pinning.py):
     here it is a prompt, classified failure, and the server never gets a request."""
     with Upstream(tmp_path / "served", host="other.invalid", tls=tls_context) as up:  # type: ignore[arg-type]
         up.make_repo("r", work)
@@ -420,7 +420,7 @@ def test_request_heads_are_bounded_in_size_and_time() -> None:
 
 
 def test_connections_at_once_are_bounded() -> None:
-    from purgatory.pinning import MAX_CONCURRENT
+    from purgatory.fetch.pinning import MAX_CONCURRENT
 
     with _Listener() as checked:
         fwd = _forwarder(f"http://pinned.invalid:{checked.port}/", ("127.0.0.1",))
@@ -544,7 +544,7 @@ def _store_context(tmp_path: Path, allow_private: bool) -> tuple[object, _Metric
     from types import SimpleNamespace
 
     from config.settings import Settings
-    from purgatory.store_context import StoreSyncContext
+    from purgatory.sync.store_context import StoreSyncContext
 
     async def ensure_quarantine(identifier: str) -> Path:
         return tmp_path / "quarantine" / f"{identifier}.git"
@@ -566,8 +566,8 @@ async def test_the_sync_context_fetches_from_the_address_its_check_approved(
         tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check (here answering as a rebinding name would: 127.0.0.2) and the fetch share the
     addresses: the fetch goes to 127.0.0.2, not to where "localhost" points when libgit2 asks."""
-    from purgatory import store_context
-    from purgatory.outbound import OutboundCheck
+    from purgatory.sync import store_context
+    from purgatory.fetch.outbound import OutboundCheck
 
     elsewhere, checked = _same_port_on_two_loopback_addresses(tmp_path)
     try:

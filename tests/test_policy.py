@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Settings
-from relay.policy import PURGATORY_MESSAGE, PolicyContext, Verdict, decide, parse_archive_whitelist
-from storage import nip34
-from storage.event import Event, sign_event
+from relay.nostr.policy import PURGATORY_MESSAGE, PolicyContext, Verdict, decide, parse_archive_whitelist
+from storage.nostr import nip34
+from storage.nostr.event import Event, sign_event
 
 DOMAIN = "127.0.0.1:8080"
 SECRETS = {name: f"{i:064x}" for i, name in enumerate("ABCDEFGH", start=1)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from relay.protocol import Count, Limits, Publish, Reply, Session, Subscribe, Unsubscribe, event_frame
-from storage.event import sign_event
+from relay.nostr.protocol import Count, Limits, Publish, Reply, Session, Subscribe, Unsubscribe, event_frame
+from storage.nostr.event import sign_event
 
 SECRET = "11" * 32
 

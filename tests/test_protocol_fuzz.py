@@ -7,8 +7,8 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
-from relay.protocol import Limits, Reply, Session
-from storage.filters import Filter, FilterError
+from relay.nostr.protocol import Limits, Reply, Session
+from storage.nostr.filters import Filter, FilterError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -51,7 +51,7 @@ def test_event_json_and_id_match_the_nip01_serialisation(tags: list, content: st
     they must equal what the NIP-01 recipe gives through json.dumps, for any text."""
     import hashlib
 
-    from storage.event import Event, sign_event
+    from storage.nostr.event import Event, sign_event
 
     event = sign_event("03" * 32, kind, content, tags, created_at)
     payload = [0, event.pubkey, created_at, kind, tags, content]

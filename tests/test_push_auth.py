@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay import push_auth
-from relay.pktline import (
+from relay.git import push_auth
+from relay.git.pktline import (
     FLUSH,
     CommandParser,
     PktLineError,
@@ -14,8 +14,8 @@ from relay.pktline import (
     encode,
     report_status_refusal,
 )
-from storage import nip34
-from storage.event import sign_event
+from storage.nostr import nip34
+from storage.nostr.event import sign_event
 
 Z = "0" * 40
 A, B, C = "a" * 40, "b" * 40, "c" * 40

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from relay.pktline import FLUSH, encode
+from relay.git.pktline import FLUSH, encode
 from tests.daemon import ALICE, Client, metric, npub_of
 from tests.gitutil import GIT_ENV, commit, git, make_repo, push, remote_refs, rev
 from tests.test_git_flows import announce_and_state, repo_url

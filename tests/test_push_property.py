@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from relay.pktline import FLUSH, RefUpdate, encode
+from relay.git.pktline import FLUSH, RefUpdate, encode
 from storage.repos import RepoStore
 from tests.test_git_http import Server, env, git, make_work, server  # noqa: F401 - fixtures
 

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, now, npub_of, pubkey_of, state
 from tests.gitutil import make_repo, push, rev
 

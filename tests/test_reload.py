@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from config import Settings
-from relay.reload import RELOADABLE, plan
-from storage.event import sign_event
+from relay.daemon.reload import RELOADABLE, plan
+from storage.nostr.event import sign_event
 from tests.daemon import BOB, CAROL, Client, Daemon, now, npub_of
 
 

@@ -1,4 +1,4 @@
-"""relay.spawn under uvloop with real processes: the streams carry every byte, exit codes
+"""relay.git.spawn under uvloop with real processes: the streams carry every byte, exit codes
 arrive through the pidfd, and many spawns beside threads that start processes of their own
 (git's housekeeping does) never close another thread's file descriptor (with pipes, uvloop
 closed each fd twice: EBADF, or one process's input read as another's error pipe)."""
@@ -13,7 +13,7 @@ import tempfile
 
 import uvloop
 
-from relay.spawn import PIPE, spawn
+from relay.git.spawn import PIPE, spawn
 
 
 async def _piped() -> bytes:

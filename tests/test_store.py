@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from storage.event import Event, sign_event
-from storage.events import EventStore, StoreError
-from storage.filters import Filter
+from storage.nostr.event import Event, sign_event
+from storage.sqlite.events import EventStore, StoreError
+from storage.nostr.filters import Filter
 
 SK_A = "01" * 32
 SK_B = "02" * 32
@@ -308,8 +308,8 @@ KILL_CHILD = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from config.settings import Settings
-    from storage.event import sign_event
-    from storage.events import EventStore
+    from storage.nostr.event import sign_event
+    from storage.sqlite.events import EventStore
 
     async def main():
         path = Path(sys.argv[1])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from storage.event import Event, sign_event
-from storage.events import EventStore, HeldEntry
-from storage.filters import Filter
-from storage.writer import run_batch
+from storage.nostr.event import Event, sign_event
+from storage.sqlite.events import EventStore, HeldEntry
+from storage.nostr.filters import Filter
+from storage.sqlite.writer import run_batch
 
 SK_A = "01" * 32
 SK_B = "02" * 32
@@ -112,7 +112,7 @@ async def test_release_is_one_transaction(store: EventStore) -> None:
 
 
 def _release(conn: sqlite3.Connection, ids: list[str]) -> object:
-    from storage.write_ops import release
+    from storage.sqlite.write_ops import release
 
     return release(conn, ids)
 
@@ -259,7 +259,7 @@ async def test_view_served_anchors_leave_held_events_out(store: EventStore) -> N
 async def test_view_cache_follows_every_write(store: EventStore, tmp_path: Path) -> None:
     """The view keeps announcements and states in memory; after each kind of write its
     answers must equal those of a view that reads SQLite every time."""
-    from storage.view import StoreView
+    from storage.sqlite.view import StoreView
 
     fresh = StoreView(tmp_path / "events.sqlite3", cache_entries=0)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from storage import query, schema
-from storage.event import Event
-from storage.events import EventStore, QueryBudgetExceeded
-from storage.filters import Filter
-from storage.reads import STREAM_BATCH
-from storage.write_ops import save_event
+from storage.sqlite import query, schema
+from storage.nostr.event import Event
+from storage.sqlite.events import EventStore, QueryBudgetExceeded
+from storage.nostr.filters import Filter
+from storage.sqlite.reads import STREAM_BATCH
+from storage.sqlite.write_ops import save_event
 
 T0 = 1_700_000_000
 OWNER = "ab" * 32

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
-from purgatory.context import FetchKind, FetchOutcome
-from purgatory.loops import SyncService
-from purgatory.sync import (
+from purgatory.sync.context import FetchKind, FetchOutcome
+from purgatory.sync.loops import SyncService
+from purgatory.sync.steps import (
     SyncRuntime,
     fetch_holding_slot,
     from_url,
@@ -27,7 +27,7 @@ from purgatory.sync import (
     split_after_refusal,
     sync_identifier,
 )
-from purgatory.throttle import ThrottleManager, domain_of
+from purgatory.sync.throttle import ThrottleManager, domain_of
 
 A1, A2 = "https://a.example/r.git", "https://a.example/mirror/r.git"
 B1 = "https://b.example/r.git"

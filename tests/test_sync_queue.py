@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Settings
-from purgatory.queue import SyncQueue
+from purgatory.sync.queue import SyncQueue
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from config.settings import Settings
-from purgatory.throttle import DomainThrottle, ThrottleManager, domain_of, is_own_origin
+from purgatory.sync.throttle import DomainThrottle, ThrottleManager, domain_of, is_own_origin
 
 
 @pytest.mark.parametrize(

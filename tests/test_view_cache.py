@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.view_cache import IdIndexedCache
+from storage.sqlite.view_cache import IdIndexedCache
 
 
 def test_forget_by_id_drops_every_read_holding_it() -> None:

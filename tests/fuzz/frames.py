@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from hypothesis import strategies as st
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 
 SECRET = "5e" * 32
 #: what a frame is owed: "ok" an OK for `event_id` (or a NOTICE), "answer" at least one frame

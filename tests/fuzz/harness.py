@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import websockets
 
-from storage.event import sign_event
+from storage.nostr.event import sign_event
 from tests.fuzz.frames import Frame
 
 ANSWER_TIMEOUT_S = 20.0  # generous: a bound on "keeps answering", not a speed test
