@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -31,7 +31,8 @@ from relay.ratelimit import Window
 from relay.daemon.reload import Live
 from relay.nostr.subscriptions import Subscriptions
 from storage.nostr.event import Event
-from storage.sqlite.events import EventStore, QueryBudgetExceeded
+from storage.nostr.filters import Filter
+from storage.sqlite.events import Deliver, QueryBudgetExceeded, StreamEnd
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,15 @@ NOT_READING_S = 1.0
 _ids = itertools.count(1)
 
 
+class ClientReads(Protocol):
+    """The store as a client sees it: REQ streams and COUNTs, each under a wall-time budget."""
+
+    async def stream_raw(self, filters: list[Filter], default_limit: int, deliver: Deliver,
+                         budget_s: float | None = None) -> StreamEnd: ...
+
+    async def count(self, filters: list[Filter], budget_s: float | None = None) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionParts:
     """What every connection shares, built once by relay/compose.py: the store for queries
@@ -54,7 +64,7 @@ class ConnectionParts:
 
     settings: Settings
     live: Live
-    store: EventStore
+    store: ClientReads
     publish: Callable[[Event, str], Awaitable[Outcome]]
     subscriptions: Subscriptions
     outbox_totals: OutboxTotals

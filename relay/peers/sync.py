@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -26,7 +26,7 @@ from relay.nostr.protocol import check_limits
 from relay.daemon.reload import Live
 from storage.nostr import nip34
 from storage.nostr.event import Event
-from storage.sqlite.events import EventStore
+from storage.sqlite.records import HeldEntry
 from storage.nostr.filters import Filter
 
 log = structlog.get_logger(__name__)
@@ -83,11 +83,20 @@ def plan_peers(announcements: list[Event], own_domain: str, max_peers: int,
     return {u: PeerPlan(frozenset(wanted[u][0]), frozenset(wanted[u][1])) for u in ranked}
 
 
+class AnnouncementReads(Protocol):
+    """The two store reads peer planning needs: the served announcements and the held ones
+    (a held announcement's relays are where its git data and states may come from)."""
+
+    async def query(self, filters: list[Filter], default_limit: int) -> list[Event]: ...
+
+    async def held(self, identifier: str | None = None) -> list[HeldEntry]: ...
+
+
 class PeerSync:
     """One websocket per peer relay; re-planned every `peer_refresh_s`. Given the store to
     read announcements from, the live NIP-01 limits, and the ingest path's `publish`."""
 
-    def __init__(self, settings: Settings, live: Live, store: EventStore, metrics: MetricsSink,
+    def __init__(self, settings: Settings, live: Live, store: AnnouncementReads, metrics: MetricsSink,
                  publish: Callable[[Event, str], Awaitable[Outcome]]) -> None:
         self.settings = settings
         self.live = live
