@@ -3,7 +3,7 @@ connection goes to a checked address, never to whatever the name resolves to lat
 
 Everything runs on real sockets: real `git http-backend` servers (tests/upstream.py), a
 redirecting server, and libgit2 itself. Some tests pin down the libgit2 1.9 behaviour the
-design in purgatory/fetch/pinning.py rests on, so a libgit2 upgrade that changes it shows up here."""
+design in purgatory/fetch/pinning/ rests on, so a libgit2 upgrade that changes it shows up here."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ async def test_https_reaches_the_pinned_address_with_tls_checked_against_the_nam
 
 async def test_an_https_upstream_with_a_certificate_for_another_name_fails_as_tls_at_once(
         tmp_path: Path, work: Path, tls_context: object) -> None:
-    """The case that hangs libgit2's own https-through-a-proxy code (see purgatory/fetch/pinning.py):
+    """The case that hangs libgit2's own https-through-a-proxy code (see purgatory/fetch/pinning/):
     here it is a prompt, classified failure, and the server never gets a request."""
     with Upstream(tmp_path / "served", host="other.invalid", tls=tls_context) as up:  # type: ignore[arg-type]
         up.make_repo("r", work)

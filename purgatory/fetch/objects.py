@@ -22,7 +22,7 @@ libgit2 facts this module is built on (pygit2 1.21 / libgit2 1.9, checked by tes
 - libgit2 follows HTTP redirects and resolves the clone URL's host itself, so it is pointed
   at a per-fetch forwarder on 127.0.0.1 (and given no proxy) that dials only the addresses
   the outbound check approved, does TLS for https, and refuses redirects
-  (`purgatory/fetch/pinning.py` says why it is built that way: libgit2's proxy support bypasses
+  (`purgatory/fetch/pinning/` says why it is built that way: libgit2's proxy support bypasses
   plain http and can hang on https). The quarantine's `http.followRedirects=false` adds
   libgit2's own refusal of off-host redirects.
 - Only http and https clone URLs are fetched: libgit2 would read local paths, `file://`,

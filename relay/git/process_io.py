@@ -1,7 +1,7 @@
 """Moving bytes between one HTTP exchange and one git process: feeding the request into
 git's stdin, keeping the end of its stderr, noticing a client that hung up, stopping git,
-and starting or ending the streamed answer. `git_http.py` decides what to run; this only
-moves bytes."""
+and starting or ending the streamed answer. `smart_http`, `upload` and `receive` decide what
+to run; this only moves bytes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """After a NIP-09 deletion, what was stored only because of the deleted events goes too.
 
-Only served events anchor others (relay/nostr/policy.py's graph rule): an issue is stored because
+Only served events anchor others (relay/nostr/policy/graph.py's graph rule): an issue is stored because
 it tags a served announcement, a comment because it tags a served issue. When the author
 deletes that announcement, the issues resting on it would stay served with nothing to
 belong to, which is the same junk the anchor rule keeps out. So after a deletion every
