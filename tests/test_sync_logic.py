@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import pytest
+import structlog
 
 from config.settings import Settings
 from purgatory.sync.context import FetchKind, FetchOutcome
@@ -543,9 +544,13 @@ async def test_disabled_sync_starts_no_loops() -> None:
     ctx = FakeContext()
     ctx.add("test", [A1], {"x"})
     service = SyncService(make_settings(sync_enabled=False), ctx)
-    service.start()
+    with structlog.testing.capture_logs() as logs:
+        service.start()
     service.trigger_immediate_sync("test")
-    await asyncio.sleep(0.05)
+    # start() creates its loops at once, so their absence needs no waiting
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert [entry["event"] for entry in logs] == ["sync.disabled"]
+    await asyncio.sleep(0)  # a loop woken by the trigger would run now
     assert ctx.fetches == [] and service.queue_length == 1
     await service.stop()
 
