@@ -96,6 +96,7 @@ class Daemon:
         raise RuntimeError(f"daemon did not start: {self.log()}")
 
     def log(self) -> str:
+        """The log's tail, to show in a failure message; assertions read `log_text()`."""
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
@@ -117,21 +118,27 @@ class Daemon:
 
     def log_length(self) -> int:
         """Lines logged so far: a mark for `log_events(after=...)`."""
-        return len(self.log_path.read_text(errors="replace").splitlines())
+        return len(self.log_text().splitlines())
 
-    def log_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
-        """The JSON log lines whose event is `name`, among those after line `after`."""
+    def log_text(self) -> str:
+        """The whole log (`log()` is its tail, for failure messages only)."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self, after: int = 0) -> list[dict[str, Any]]:
+        """Every JSON log line after line `after`, parsed."""
         found = []
-        for line in self.log_path.read_text(errors="replace").splitlines()[after:]:
+        for line in self.log_text().splitlines()[after:]:
             if not line.startswith("{"):
                 continue
             try:
-                record = json.loads(line)
+                found.append(json.loads(line))
             except ValueError:  # a line still being written
                 continue
-            if record.get("event") == name:
-                found.append(record)
         return found
+
+    def log_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
+        """The JSON log lines whose event is `name`, among those after line `after`."""
+        return [record for record in self.log_records(after) if record.get("event") == name]
 
     def metrics(self) -> str:
         return self.get("/metrics")[2].decode()

@@ -62,7 +62,7 @@ async def test_health_and_metrics_count_a_known_sequence(daemon, tmp_path: Path)
         assert metric(text, "grasp_push_authorisations_total", result="refused") == 1
         assert metric(text, "grasp_connections") == 1
         assert "127.0.0.1" not in text and pubkey_of(ALICE) not in text
-        lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+        lines = daemon.log_records()
         push_ids = {line["request_id"] for line in lines if line["event"] == "push" and line["result"] == "accepted"}
         released = [line for line in lines if line["event"] == "purgatory_released"]
         assert len(push_ids) == 1 and {line["request_id"] for line in released} == push_ids
