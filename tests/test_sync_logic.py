@@ -29,6 +29,7 @@ from purgatory.sync.steps import (
     sync_identifier,
 )
 from purgatory.sync.throttle import ThrottleManager, domain_of
+from tests.daemon import wait_for
 
 A1, A2 = "https://a.example/r.git", "https://a.example/mirror/r.git"
 B1 = "https://b.example/r.git"
@@ -117,10 +118,8 @@ def runtime(ctx: FakeContext, **overrides: object) -> SyncRuntime:
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+    """wait_for at the fine grain these fast fake-clock runs need."""
+    await wait_for(condition, "the condition", timeout, every=0.005)
 
 
 # --- next_url (the seed's cases and more) -------------------------------------------------
