@@ -4,6 +4,7 @@ it with a real websocket client. Every process started here is stopped by the te
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import re
@@ -14,15 +15,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import websockets
 
 from storage.nostr.event import Event, sign_event
 
 START_TIMEOUT_S = 20.0
+#: how long a test waits for a signal before it fails; generous, since a slow machine only
+#: makes the wait longer, never the test's claim weaker
+WAIT_TIMEOUT_S = 20.0
+POLL_S = 0.05
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -88,6 +96,7 @@ class Daemon:
         raise RuntimeError(f"daemon did not start: {self.log()}")
 
     def log(self) -> str:
+        """The log's tail, to show in a failure message; assertions read `log_text()`."""
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
@@ -106,6 +115,37 @@ class Daemon:
 
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def log_length(self) -> int:
+        """Lines logged so far: a mark for `log_events(after=...)`."""
+        return len(self.log_text().splitlines())
+
+    def log_text(self) -> str:
+        """The whole log (`log()` is its tail, for failure messages only)."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self, after: int = 0) -> list[dict[str, Any]]:
+        """Every JSON log line after line `after`, parsed."""
+        found = []
+        for line in self.log_text().splitlines()[after:]:
+            if not line.startswith("{"):
+                continue
+            try:
+                found.append(json.loads(line))
+            except ValueError:  # a line still being written
+                continue
+        return found
+
+    def log_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
+        """The JSON log lines whose event is `name`, among those after line `after`."""
+        return [record for record in self.log_records(after) if record.get("event") == name]
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[2].decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the relay's /metrics (0 when absent)."""
+        return metric(self.metrics(), name, **labels)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
         req = urllib.request.Request(self.http_url + path, headers=headers or {})
@@ -220,3 +260,45 @@ def metric(text: str, name: str, **labels: str) -> float:
         if got == want:
             return float(match.group(3))
     return 0.0
+
+
+# --- waiting for signals -------------------------------------------------------------------
+
+async def wait_for(check: Callable[[], T | Awaitable[T]], what: str, timeout: float = WAIT_TIMEOUT_S,
+                   every: float = POLL_S) -> T:
+    """Poll `check` (plain or async) until it returns something truthy, and return that; fail
+    naming `what` once `timeout` has passed. The one bounded wait of these tests: they wait
+    for what the relay shows (a metric, a log line, a state), never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout:g} s: {what}")
+        await asyncio.sleep(every)
+
+
+async def wait_metric(daemon: Daemon, name: str, at_least: float = 1, timeout: float = WAIT_TIMEOUT_S,
+                      **labels: str) -> float:
+    """Wait until a sample of the relay's /metrics reaches `at_least`; returns its value."""
+    def reached() -> tuple[float] | None:
+        value = daemon.metric(name, **labels)
+        return (value,) if value >= at_least else None
+
+    return (await wait_for(reached, f"{name}{labels or ''} >= {at_least:g}", timeout))[0]
+
+
+async def wait_log(daemon: Daemon, event: str, after: int = 0, timeout: float = WAIT_TIMEOUT_S,
+                   **fields: Any) -> dict[str, Any]:
+    """Wait for a JSON log line with this event (and these field values) after line `after`;
+    returns the first such line."""
+    def found() -> dict[str, Any] | None:
+        for record in daemon.log_events(event, after):
+            if all(record.get(k) == v for k, v in fields.items()):
+                return record
+        return None
+
+    return await wait_for(found, f"log line {event} {fields or ''}", timeout)

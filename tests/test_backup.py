@@ -25,6 +25,8 @@ from tests.daemon import (
     npub_of,
     pubkey_of,
     state,
+    wait_for,
+    wait_log,
 )
 from tests.gitutil import GIT_ENV, commit, git, make_repo, remote_refs, rev
 
@@ -53,7 +55,7 @@ async def test_sigterm_folds_the_wal_into_the_store_file(start_daemon, tmp_path:
     alone.mkdir()
     shutil.copy(daemon.data_dir / "events.sqlite3", alone / "events.sqlite3")  # the file without its WAL
     assert count_events(alone / "events.sqlite3") == 40
-    assert '"wal_checkpointed"' in daemon.log()
+    assert daemon.log_events("wal_checkpointed")
 
 
 async def push_async(work: Path, url: str, refspec: str) -> int:
@@ -101,8 +103,14 @@ async def test_backup_while_events_and_pushes_arrive(start_daemon, tmp_path: Pat
         acked_states.append((first.created_at, first.id))
         assert await push_async(work, url, "main") == 0
         loads = [asyncio.create_task(events()), asyncio.create_task(pushes())]
-        while len(acked) < 30 or len(acked_states) < 3:
-            await asyncio.sleep(0.01)
+
+        def loaded() -> bool:
+            for task in loads:
+                if task.done():
+                    task.result()  # a load that stopped says why
+            return len(acked) >= 30 and len(acked_states) >= 3
+
+        await wait_for(loaded, "30 issues and 3 states acknowledged", every=0.01)
         before = [ann.id, *acked]
         newest_state_before = max(acked_states)
         dest = tmp_path / "snapshot"
@@ -140,27 +148,23 @@ async def test_backup_while_events_and_pushes_arrive(start_daemon, tmp_path: Pat
         assert found == set(before), f"{len(set(before) - found)} acknowledged events missing"
         # the served state and the refs agree; a snapshot whose repo was already at a held
         # state is released by the restored relay's purgatory, so allow it that moment
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
+
+        async def agreed() -> dict[str, str] | None:
             states = await client.query({"kinds": [30618], "authors": [pubkey_of(ALICE)], "#d": ["bk"]})
             assert len(states) == 1
             signed = {tag[0]: tag[1] for tag in states[0]["tags"] if tag[0].startswith("refs/")}
             refs = {n: o for n, o in remote_refs(restored_url).items() if n.startswith("refs/heads/")}
-            if refs == signed:
-                break
-            assert asyncio.get_running_loop().time() < deadline, (refs, signed)
-            await asyncio.sleep(0.05)
+            return signed if refs == signed else None
+
+        signed = await wait_for(agreed, "the served state and the refs agreeing", timeout=10)
     finally:
         await client.close()
     repo = dest / "repos" / npub_of(ALICE) / "bk.git"
     assert git("fsck", "--connectivity-only", "--no-dangling", cwd=repo, check=False).returncode == 0
     git("clone", "--quiet", restored_url, str(tmp_path / "clone"))
     assert rev(tmp_path / "clone") == signed["refs/heads/main"]
-    deadline = asyncio.get_running_loop().time() + 10
-    while '"integrity_pass_done"' not in restored.log():
-        assert asyncio.get_running_loop().time() < deadline, restored.log()
-        await asyncio.sleep(0.05)
-    assert '"integrity_difference"' not in restored.log()
+    await wait_log(restored, "integrity_pass_done", timeout=10)
+    assert restored.log_events("integrity_difference") == []  # the whole log, not its tail
 
 
 def test_backup_refuses_a_non_empty_destination_and_a_missing_store(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from storage.nostr.event import sign_event
-from tests.daemon import Client, Daemon, metric, now
+from tests.daemon import Client, Daemon, metric, now, wait_for, wait_metric
 from tests.test_store_reads import corpus, fill
 
 BIG_EVENTS = 30
@@ -58,16 +58,17 @@ async def drain(ws: Any, until_sub: str | None = None, timeout: float = 3.0) -> 
             return frames
 
 
-def metrics_of(daemon: Daemon) -> str:
-    return daemon.get("/metrics")[2].decode()
+def answered(daemon: Daemon) -> float:
+    """REQs the relay has answered: each ends in an EOSE (counted by the REQ latency
+    histogram) or is closed at the outbox budget."""
+    text = daemon.metrics()
+    return (metric(text, "grasp_req_seconds_count")
+            + metric(text, "grasp_budget_exceeded_total", budget="outbox", action="req_closed"))
 
 
-async def wait_metric(daemon: Daemon, name: str, want: float, timeout: float = 10.0, **labels: str) -> None:
-    """Poll /metrics until the sample reaches `want` (the relay counts what it did), bounded."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while metric(metrics_of(daemon), name, **labels) < want and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+async def wait_answered(daemon: Daemon, count: int) -> None:
+    """Until the relay has answered `count` REQs, into a socket nobody reads."""
+    await wait_for(lambda: answered(daemon) >= count, f"{count} REQs answered")
 
 
 async def test_req_is_cut_at_the_outbox_budget_then_closed(start_daemon) -> None:
@@ -80,7 +81,7 @@ async def test_req_is_cut_at_the_outbox_budget_then_closed(start_daemon) -> None
     try:
         for sub in subs:
             await ws.send(json.dumps(["REQ", sub, {"kinds": [10317]}]))
-        await asyncio.sleep(1.0)  # the relay answers into a socket nobody reads
+        await wait_answered(daemon, len(subs))
         frames = await drain(ws, timeout=3.0)
     finally:
         await ws.close()
@@ -97,7 +98,7 @@ async def test_req_is_cut_at_the_outbox_budget_then_closed(start_daemon) -> None
         created = [f[2]["created_at"] for f in frames if f[0] == "EVENT" and f[1] == sub]
         assert len(created) < BIG_EVENTS
         assert created == sorted(created, reverse=True)  # newest first: a client can go on with until
-    text = metrics_of(daemon)
+    text = daemon.metrics()
     assert metric(text, "grasp_budget_exceeded_total", budget="outbox", action="req_closed") == len(cut)
 
 
@@ -109,7 +110,7 @@ async def test_repeated_req_replaces_the_unsent_result(start_daemon) -> None:
         for _ in range(5):
             await ws.send(json.dumps(["REQ", "same", {"kinds": [10317]}]))
         await ws.send(json.dumps(["NOTICE-ME"]))  # an answer that marks the end of the REQs
-        await asyncio.sleep(1.0)
+        await wait_answered(daemon, 5)
         frames = await drain(ws, timeout=3.0)
     finally:
         await ws.close()
@@ -128,7 +129,7 @@ async def test_live_subscription_that_overflows_is_closed(start_daemon) -> None:
     ws = await slow_client(daemon)
     try:
         await ws.send(json.dumps(["REQ", "live", {"kinds": [10317]}]))
-        await asyncio.sleep(0.3)
+        await wait_metric(daemon, "grasp_subscriptions", 1)  # live from here on
         await publish_big(daemon, count=80)  # 8 MB: past the kernel's buffers and the budget
         await wait_metric(daemon, "grasp_budget_exceeded_total", 1, budget="outbox", action="subscription_closed")
         frames = await drain(ws, timeout=3.0)
@@ -140,7 +141,7 @@ async def test_live_subscription_that_overflows_is_closed(start_daemon) -> None:
     assert len(closed) == 1 and closed[0][1] == "live" and frames[-1] == closed[0]
     assert "live events for this subscription were dropped" in closed[0][2]
     assert 0 < len(live) < 80
-    assert metric(metrics_of(daemon), "grasp_budget_exceeded_total", budget="outbox",
+    assert metric(daemon.metrics(), "grasp_budget_exceeded_total", budget="outbox",
                   action="subscription_closed") == 1
 
 
@@ -155,7 +156,7 @@ async def test_client_that_stays_congested_is_dropped(start_daemon) -> None:
         for i in range(40):
             await ws.send(json.dumps(["REQ", f"big{i}", {"kinds": [10317]}]))
         await wait_metric(daemon, "grasp_budget_exceeded_total", 1, budget="outbox", action="connection_dropped")
-        text = metrics_of(daemon)
+        text = daemon.metrics()
         # before: a client that never reads was kept, with everything queued, forever
         assert metric(text, "grasp_budget_exceeded_total", budget="outbox", action="connection_dropped") == 1
         with pytest.raises(websockets.ConnectionClosed):
@@ -166,7 +167,7 @@ async def test_client_that_stays_congested_is_dropped(start_daemon) -> None:
         await ws.close()
         await other.close()
     assert "slow_consumer_dropped" in daemon.log_path.read_text()
-    assert metric(metrics_of(daemon), "grasp_connections") == 0
+    await wait_for(lambda: daemon.metric("grasp_connections") == 0, "no connection counted once all closed")
 
 
 async def test_query_past_its_budget_is_closed_and_others_go_on(start_daemon, tmp_path: Path) -> None:
@@ -188,6 +189,6 @@ async def test_query_past_its_budget_is_closed_and_others_go_on(start_daemon, tm
         assert await client.recv() == ["COUNT", "c", {"count": 12_000}]
     finally:
         await client.close()
-    text = metrics_of(daemon)
+    text = daemon.metrics()
     assert metric(text, "grasp_budget_exceeded_total", budget="query", action="req_closed") == 1
     assert metric(text, "grasp_budget_exceeded_total", budget="query", action="count_closed") == 1

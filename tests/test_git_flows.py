@@ -3,16 +3,14 @@ client. Events first, then pushes; refused pushes; maintainers; PRs; expiry; cra
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
-import time
 from pathlib import Path
 
 from relay.git.pktline import FLUSH, encode
 from storage.nostr.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, announcement, metric, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, BOB, CAROL, Client, announcement, now, npub_of, pubkey_of, state, wait_for
 from tests.gitutil import commit, git, make_repo, push, remote_head, remote_refs, rev
 
 
@@ -195,10 +193,7 @@ async def test_purgatory_expiry_removes_unserved_repo(start_daemon, tmp_path: Pa
         assert (await client.publish(ann))[1].startswith("purgatory:")
         repo_dir = daemon.data_dir / "repos" / npub_of(ALICE) / "gone.git"
         assert repo_dir.is_dir()
-        deadline = time.monotonic() + 10
-        while repo_dir.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert not repo_dir.exists()
+        await wait_for(lambda: not repo_dir.exists(), "the unserved repo removed at expiry", timeout=10, every=0.1)
         assert json.loads(daemon.get("/health")[2])["purgatory"] == {}
         ok, msg = await client.publish(ann)
         assert not ok and "expired" in msg
@@ -214,16 +209,17 @@ async def test_expired_ids_are_remembered_for_a_while_only(start_daemon) -> None
     try:
         ann = announcement(ALICE, daemon.domain, "again")
         assert (await client.publish(ann))[1].startswith("purgatory:")
-        deadline = time.monotonic() + 10
-        while json.loads(daemon.get("/health")[2])["purgatory"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for(lambda: not json.loads(daemon.get("/health")[2])["purgatory"], "the announcement expired",
+                       timeout=10, every=0.1)
         ok, msg = await client.publish(ann)
         assert not ok and "expired" in msg
-        deadline = time.monotonic() + 15
-        while not ok and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+
+        async def taken_again() -> str | None:
             ok, msg = await client.publish(ann)
-        assert ok and msg.startswith("purgatory:"), msg
+            return msg if ok else None
+
+        msg = await wait_for(taken_again, "the expired id forgotten", timeout=15, every=0.5)
+        assert msg.startswith("purgatory:"), msg
     finally:
         await client.close()
 
@@ -306,9 +302,8 @@ async def test_unclaimed_pr_ref_is_removed_after_expiry(start_daemon, tmp_path: 
         assert push(work, url, f"{tip}:refs/nostr/{claimed.id}").returncode == 0
         ok, msg = await client.publish(claimed)
         assert ok and msg == ""
-        deadline = time.monotonic() + 10
-        while f"refs/nostr/{nobody}" in remote_refs(url) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await wait_for(lambda: f"refs/nostr/{nobody}" not in remote_refs(url), "the unclaimed PR ref removed",
+                       timeout=10, every=0.2)
         refs = remote_refs(url)
         assert f"refs/nostr/{nobody}" not in refs and refs[f"refs/nostr/{claimed.id}"] == tip
     finally:
@@ -343,8 +338,7 @@ async def test_clone_abandoned_half_way_stops_git(daemon, tmp_path: Path) -> Non
         await client.close()
     url = repo_url(daemon, ALICE, "big")
     assert push(work, url, "main").returncode == 0
-    before = metric(daemon.get("/metrics")[2].decode(), "grasp_git_operations_total",
-                    service="upload-pack", outcome="cut")
+    before = daemon.metric("grasp_git_operations_total", service="upload-pack", outcome="cut")
     body = encode(f"want {tip} side-band-64k ofs-delta\n") + FLUSH + encode("done\n")
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=20)
     conn.request("POST", f"/{npub_of(ALICE)}/big.git/git-upload-pack", body=body,
@@ -354,14 +348,12 @@ async def test_clone_abandoned_half_way_stops_git(daemon, tmp_path: Path) -> Non
     assert len(response.read(64 * 1024)) == 64 * 1024
     conn.close()  # hang up with megabytes still to come
     repo_path = str(daemon.data_dir / "repos" / npub_of(ALICE) / "big.git")
-    deadline = time.monotonic() + 15
-    cut = before
-    while time.monotonic() < deadline:
-        cut = metric(daemon.get("/metrics")[2].decode(), "grasp_git_operations_total",
-                     service="upload-pack", outcome="cut")
-        if cut > before and not _processes_naming(repo_path):
-            break
-        await asyncio.sleep(0.1)
-    assert cut == before + 1
+
+    def stopped() -> bool:
+        cut = daemon.metric("grasp_git_operations_total", service="upload-pack", outcome="cut")
+        return cut > before and not _processes_naming(repo_path)
+
+    await wait_for(stopped, "git upload-pack stopped and counted as cut", timeout=15, every=0.1)
+    assert daemon.metric("grasp_git_operations_total", service="upload-pack", outcome="cut") == before + 1
     assert _processes_naming(repo_path) == []
     assert remote_refs(url)["refs/heads/main"] == tip  # still serving

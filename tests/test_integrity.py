@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import structlog
 
 from purgatory.integrity import compare as integrity
 from purgatory.integrity.compare import Authority, Difference
@@ -15,7 +17,7 @@ from purgatory.integrity.sweep import IntegrityPass, StartupIntegrity, repo_dirs
 from relay.metrics import Metrics
 from storage.nostr.event import Event
 from storage.repos import RepoStore
-from tests.daemon import ALICE, BOB, CAROL, announcement, metric, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, BOB, CAROL, announcement, metric, now, npub_of, pubkey_of, state, wait_for
 from tests.gitutil import git, make_repo, rev
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -239,15 +241,23 @@ async def test_pass_skips_unserved_repos_and_honours_identifier(world, tmp_path:
     assert [p.name for _, _, p in repo_dirs(world.repos.repos_dir, "nothing")] == []
 
 
+def awaiting_in(task: asyncio.Task[Any], qualname: str) -> bool:
+    """Is the task suspended inside a coroutine of this name (anywhere down its await chain)?"""
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        if coro.cr_code.co_qualname == qualname:
+            return True
+        coro = coro.cr_await
+    return False
+
+
 async def test_pass_waits_for_the_repo_lock(world) -> None:
     git("update-ref", MAIN, world.older, cwd=world.path)
     view = FakeView([world.ann, world.st])
     lock = world.repos.lock(world.path)
     await lock.acquire()  # a push in progress
     task = asyncio.create_task(IntegrityPass(view, world.repos, repair=True).run())
-    for _ in range(20):
-        await asyncio.sleep(0.01)
-    assert not task.done()
+    await wait_for(lambda: awaiting_in(task, "Lock.acquire"), "the pass waiting for the repo lock", every=0.005)
     # the "push" lands the state's refs before it lets go: the pass then finds nothing wrong
     git("update-ref", MAIN, world.tip, cwd=world.path)
     lock.release()
@@ -278,7 +288,12 @@ async def test_startup_pass_cancels_cleanly(world) -> None:
     on = StartupIntegrity(SimpleNamespace(integrity_check_on_start=True, integrity_repair_on_start=True),
                           world.repos)
     on.start(view)
-    await asyncio.sleep(0.05)
-    await asyncio.wait_for(on.stop(), 5)
+    assert on.task is not None
+    await wait_for(lambda: awaiting_in(on.task, "Lock.acquire"), "the pass waiting for the repo lock",
+                   every=0.005)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(on.stop(), 5)
     assert on.task.cancelled()
+    assert [entry["event"] for entry in logs] == ["integrity_pass_cancelled"]  # stopped mid-pass
     lock.release()
+    assert not lock.locked()  # the cancelled pass does not take it afterwards

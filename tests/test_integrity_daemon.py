@@ -5,19 +5,13 @@ daemon's own pass on start."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from tests.daemon import ALICE, Client, Daemon, console_script, metric, npub_of
+from tests.daemon import ALICE, Client, Daemon, console_script, metric, npub_of, wait_for
 from tests.gitutil import git, make_repo, push, rev
 from tests.test_git_flows import announce_and_state, repo_url
-
-DEADLINE_S = 20.0
-
 
 def cli(daemon: Daemon, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """`grasp-relay integrity-check ...` with the same GRASP_* environment as the daemon."""
@@ -57,26 +51,6 @@ def tamper(path: Path, older: str, tip: str) -> None:
     git("update-ref", "refs/heads/rogue", tip, cwd=path)
     git("symbolic-ref", "HEAD", "refs/heads/rogue", cwd=path)
     git("update-ref", "-d", "refs/tags/v1", cwd=path)
-
-
-def log_events(daemon: Daemon, name: str) -> list[dict]:
-    out = []
-    for line in daemon.log_path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == name:
-            out.append(entry)
-    return out
-
-
-async def wait_for(condition, what: str, deadline_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_cli_reports_repairs_and_is_idempotent(start_daemon, tmp_path: Path) -> None:
@@ -185,8 +159,8 @@ async def test_daemon_heals_a_repo_tampered_while_it_was_stopped(start_daemon, t
 
     daemon.start()
     await wait_for(lambda: refs_of(path) == signed and head_of(path) == "refs/heads/main", "the repo to heal")
-    await wait_for(lambda: log_events(daemon, "integrity_pass_done"), "the pass to finish")
-    differences = log_events(daemon, "integrity_difference")
+    await wait_for(lambda: daemon.log_events("integrity_pass_done"), "the pass to finish")
+    differences = daemon.log_events("integrity_difference")
     assert {(d["ref"], d["kind"], d["outcome"]) for d in differences} == {
         ("refs/heads/main", "moved", "repaired"), ("refs/heads/rogue", "unsigned", "repaired"),
         ("refs/tags/v1", "missing", "repaired"), ("HEAD", "head", "repaired")}
@@ -207,18 +181,18 @@ async def test_daemon_only_reports_when_repair_on_start_is_off(start_daemon, tmp
     tip, older = rev(work), rev(work, "HEAD~1")
     git("tag", "v1", older, cwd=work)
     await publish_repo(daemon, work, "proj", {"refs/heads/main": tip, "refs/tags/v1": older}, "main", "v1")
-    await wait_for(lambda: log_events(daemon, "integrity_pass_done"), "the first pass")
-    assert log_events(daemon, "integrity_difference") == []
+    await wait_for(lambda: daemon.log_events("integrity_pass_done"), "the first pass")
+    assert daemon.log_events("integrity_difference") == []
     daemon.stop()
     path = bare(daemon, "proj")
     tamper(path, older, tip)
     before = refs_of(path)
 
     daemon.start()
-    await wait_for(lambda: len(log_events(daemon, "integrity_pass_done")) == 2, "the pass after the restart")
-    done = log_events(daemon, "integrity_pass_done")[-1]
+    await wait_for(lambda: len(daemon.log_events("integrity_pass_done")) == 2, "the pass after the restart")
+    done = daemon.log_events("integrity_pass_done")[-1]
     assert done["differences"] == 4 and done["repaired"] == 0 and done["repair"] is False
-    outcomes = {(d["ref"], d["outcome"]) for d in log_events(daemon, "integrity_difference")}
+    outcomes = {(d["ref"], d["outcome"]) for d in daemon.log_events("integrity_difference")}
     assert outcomes == {("refs/heads/main", "reported"), ("refs/heads/rogue", "reported"),
                         ("refs/tags/v1", "reported"), ("HEAD", "reported")}
     assert refs_of(path) == before and head_of(path) == "refs/heads/rogue"

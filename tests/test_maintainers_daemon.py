@@ -4,13 +4,11 @@ membership change) and "only served events anchor others"."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 from storage.nostr.event import Event, sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, issue, now, npub_of, pubkey_of, state
+from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, issue, now, npub_of, pubkey_of, state, wait_for
 from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
 from tests.test_git_flows import ids_served, repo_url
 
@@ -56,27 +54,6 @@ async def publish_refused(client: Client, event: Event, *words: str) -> str:
 def cloned_main(url: str, into: Path) -> str:
     git("clone", "-q", url, str(into))
     return rev(into)
-
-
-def log_events(daemon: Daemon, name: str) -> list[dict]:
-    out = []
-    for line in daemon.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == name:
-                out.append(record)
-    return out
-
-
-async def wait_for(check, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_takeover_a_listed_keys_fork_cannot_move_the_owners_main(daemon, tmp_path: Path) -> None:
@@ -146,10 +123,10 @@ async def test_confirmed_co_maintainer_lands_then_steps_down_without_roll_back(s
         await client.close()
     daemon.stop()
     daemon.start()
-    await wait_for(lambda: log_events(daemon, "integrity_pass_done"), "the start-up integrity pass")
-    done = log_events(daemon, "integrity_pass_done")[-1]
+    await wait_for(lambda: daemon.log_events("integrity_pass_done"), "the start-up integrity pass")
+    done = daemon.log_events("integrity_pass_done")[-1]
     assert done["differences"] == 0, done
-    assert any(e.get("state") == bobs.id for e in log_events(daemon, "integrity_kept"))
+    assert any(e.get("state") == bobs.id for e in daemon.log_events("integrity_kept"))
     assert remote_refs(alice_url)[MAIN] == bob_tip
     # until a confirmed maintainer publishes a newer state: then it moves on
     client = await Client.connect(daemon.ws_url)
@@ -226,7 +203,7 @@ async def test_events_tagging_a_held_announcement_are_refused_until_it_is_served
         pr = sign_event(DAVE, 1618, "", [["a", coord], ["c", rev(work)]], now())
         await publish_refused(client, pr, "blocked:", "served here yet")
         assert await client.query({"#a": [coord]}) == []
-        await wait_for(lambda: log_events(daemon, "purgatory_expired"), "the junk announcement to expire")
+        await wait_for(lambda: daemon.log_events("purgatory_expired"), "the junk announcement to expire")
         assert await client.query({"#a": [coord]}) == [] and await client.query({"ids": [junk.id]}) == []
         await publish_refused(client, issue(DAVE, pk(CAROL), "junk", "again"), "blocked:")
     finally:

@@ -7,16 +7,19 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import time
+import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 
 from storage.nostr.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, announcement, issue, metric, now, npub_of, pubkey_of, state
-from tests.gitutil import GIT_ENV, commit, git, make_repo, push, remote_refs, rev
+from tests.daemon import (ALICE, BOB, CAROL, Client, announcement, issue, metric, now, npub_of, pubkey_of, state,
+                          wait_for, wait_log, wait_metric)
+from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
+from tests.test_push_integrity import Z as ZERO
+from tests.test_push_integrity import commands, pack_of
 
 
 async def refused_upgrade(url: str, headers: dict[str, str] | None = None) -> Any:
@@ -59,7 +62,7 @@ async def test_health_and_metrics_count_a_known_sequence(daemon, tmp_path: Path)
         assert metric(text, "grasp_push_authorisations_total", result="refused") == 1
         assert metric(text, "grasp_connections") == 1
         assert "127.0.0.1" not in text and pubkey_of(ALICE) not in text
-        lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+        lines = daemon.log_records()
         push_ids = {line["request_id"] for line in lines if line["event"] == "push" and line["result"] == "accepted"}
         released = [line for line in lines if line["event"] == "purgatory_released"]
         assert len(push_ids) == 1 and {line["request_id"] for line in released} == push_ids
@@ -87,14 +90,15 @@ async def test_connection_limits_answer_429_and_others_keep_working(start_daemon
     finally:
         await first.close()
         await second.close()
-    deadline = time.monotonic() + 10  # the server frees the slots once it sees the closes
-    while True:
+
+    async def accepted() -> Client | None:
         try:
-            third = await Client.connect(daemon.ws_url)
-            break
+            return await Client.connect(daemon.ws_url)
         except websockets.exceptions.InvalidStatus:
-            assert time.monotonic() < deadline, "slots were not freed after the connections closed"
-            await asyncio.sleep(0.05)
+            return None
+
+    # the server frees the slots once it sees the closes
+    third = await wait_for(accepted, "a connection accepted once the others closed", timeout=10)
     await third.close()
 
 
@@ -137,10 +141,9 @@ async def test_sighup_reloads_blacklist(start_daemon, tmp_path: Path) -> None:
     try:
         assert (await client.publish(sign_event(CAROL, 10317, "", [], now() - 5)))[0]
         (daemon.data_dir.parent / ".env").write_text(f"GRASP_PUBKEY_BLACKLIST={npub_of(CAROL)}\n")
+        mark = daemon.log_length()
         daemon.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "reloaded" not in daemon.log() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_log(daemon, "reloaded", mark)
         ok, msg = await client.publish(sign_event(CAROL, 10317, "", [["g", "x"]], now()))
         assert not ok and msg.startswith("blocked:")
         assert (await client.publish(sign_event(BOB, 10317, "", [], now())))[0]
@@ -150,10 +153,39 @@ async def test_sighup_reloads_blacklist(start_daemon, tmp_path: Path) -> None:
         await client.close()
 
 
-async def test_sigterm_during_push_leaves_repo_consistent(start_daemon, tmp_path: Path) -> None:
-    daemon = start_daemon(tmp_path / "termdata")
+def _open_push(daemon, path: str, head: bytes, pack: bytes, sent: int) -> socket.socket:
+    """A push sent by hand so it can be held mid-body: the request, the commands and the
+    first `sent` bytes of the pack; the rest is the caller's to send, or not."""
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+    request = (f"POST {path} HTTP/1.1\r\nHost: {daemon.domain}\r\n"
+               "Content-Type: application/x-git-receive-pack-request\r\n"
+               f"Content-Length: {len(head) + len(pack)}\r\n\r\n").encode()
+    sock.sendall(request + head + pack[:sent])
+    return sock
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    return answer
+
+
+@pytest.mark.parametrize("client_finishes", [True, False], ids=["push-finishes", "push-abandoned"])
+async def test_sigterm_during_push_leaves_repo_consistent(start_daemon, tmp_path: Path,
+                                                         client_finishes: bool) -> None:
+    """SIGTERM while a push is under way: the relay has read its commands and authorised it
+    (the metric says so) and holds half of its pack. The relay stops accepting and drains:
+    a pusher that sends the rest gets its push landed (the ref, and the state it released,
+    are there after a restart); one that sends nothing more is cut at the shutdown timeout
+    and leaves nothing (no ref, the state still held). Either way the repo passes fsck, the
+    relay exits 0, and every event it acknowledged is still there."""
+    daemon = start_daemon(tmp_path / "termdata", shutdown_timeout_s="2")
     work = make_repo(tmp_path / "work", commits=1)
-    (work / "blob.bin").write_bytes(os.urandom(8_000_000))
+    (work / "blob.bin").write_bytes(os.urandom(2_000_000))
     tip = commit(work, "marker.txt")
     client = await Client.connect(daemon.ws_url)
     ann = announcement(ALICE, daemon.domain, "term")
@@ -161,23 +193,41 @@ async def test_sigterm_during_push_leaves_repo_consistent(start_daemon, tmp_path
     assert (await client.publish(ann))[0] and (await client.publish(st))[0]
     accepted = sign_event(CAROL, 10317, "", [], now())
     assert (await client.publish(accepted))[0]
-    url = f"{daemon.http_url}/{npub_of(ALICE)}/term.git"
-    proc = subprocess.Popen(["git", "push", url, "main"], cwd=work, env={**os.environ, **GIT_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    await asyncio.sleep(0.3)
-    code = daemon.stop(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert code == 0
+    pack = pack_of(work, tip)
+    push_path = f"/{npub_of(ALICE)}/term.git/git-receive-pack"
+    sock = _open_push(daemon, push_path, commands((ZERO, tip, "refs/heads/main")), pack, len(pack) // 2)
+    with sock:
+        # under way: authorised, its body being spooled, nothing landed yet
+        await wait_metric(daemon, "grasp_push_authorisations_total", 1, result="accepted")
+        assert daemon.metric("grasp_git_operations_total", service="receive-pack", outcome="ok") == 0
+        mark = daemon.log_length()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        # uvicorn has stopped accepting and waits for the open push (and the websocket)
+        await wait_log(daemon, "Waiting for connections to close. (CTRL+C to force quit)", mark)
+        if client_finishes:
+            sock.sendall(pack[len(pack) // 2:])
+            answer = await asyncio.to_thread(_read_to_end, sock)
+            assert b" 200 " in answer.split(b"\r\n", 1)[0] and b"ok refs/heads/main" in answer, answer[-500:]
+        code = await asyncio.to_thread(daemon.stop, signal.SIGTERM, 30.0)  # already sent: waits for the exit
+    await client.close()
+    assert code == 0, daemon.log()
     repo = daemon.data_dir / "repos" / npub_of(ALICE) / "term.git"
     assert git("fsck", "--no-dangling", cwd=repo, check=False).returncode == 0
     daemon.start()
     client = await Client.connect(daemon.ws_url)
     try:
         assert [e["id"] for e in await client.query({"ids": [accepted.id]})] == [accepted.id]
-        refs = remote_refs(url)
-        served = await client.query({"ids": [st.id]})
-        # either the push finished before shutdown (state released) or it did not land at all
-        assert (refs.get("refs/heads/main") == tip) == bool(served)
+        refs = remote_refs(f"{daemon.http_url}/{npub_of(ALICE)}/term.git")
+        served = {e["id"] for e in await client.query({"ids": [ann.id, st.id]})}
+        held = json.loads(daemon.get("/health")[2])["purgatory"]
+        if client_finishes:  # landed before the exit: the data, and the events it released
+            assert refs.get("refs/heads/main") == tip and served == {ann.id, st.id} and held == {}
+        else:  # cut: no ref, no stray objects served, the events still waiting for their data
+            assert "refs/heads/main" not in refs and served == set()
+            assert held == {"30617": 1, "30618": 1}
+            counts = dict(line.split(": ") for line in git("count-objects", "-v", cwd=repo).stdout.splitlines())
+            assert counts["count"] == "0" and counts["in-pack"] == "0", counts
     finally:
         await client.close()
 

@@ -20,6 +20,7 @@ import pytest
 
 from purgatory.fetch.objects import fetch_oids
 from purgatory.fetch.pinning import Forwarder, Target, client_tls
+from tests.daemon import wait_for
 from tests.gitutil import make_repo, rev
 from tests.upstream import Redirector, Upstream, make_cert, server_tls
 
@@ -56,12 +57,8 @@ def _pin_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("fetch-pin:")]
 
 
-async def _no_pin_threads_within(seconds: float) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if not _pin_threads():
-            return True
-        await asyncio.sleep(0.05)
-    return not _pin_threads()
+async def _no_pin_threads_within(seconds: float) -> None:
+    await wait_for(lambda: not _pin_threads(), "no fetch-pin thread left", timeout=seconds)
 
 
 class _Listener:
@@ -464,12 +461,9 @@ async def test_a_timed_out_fetch_leaves_no_forwarder_behind(tmp_path: Path, work
         fetch_oids(upstream.url_for("r"), tmp_path / "q.git", {rev(work)}, 1.0, ("127.0.0.1",)), 20)
 
     assert not outcome.ok and outcome.kind == "timeout"
-    assert await _no_pin_threads_within(5)
-    for _ in range(100):  # bounded: the server notices on its next write (every 0.1 s)
-        if upstream.current == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert upstream.current == 0
+    await _no_pin_threads_within(5)
+    # the server notices on its next write (every 0.1 s)
+    await wait_for(lambda: upstream.current == 0, "the upstream's request over", timeout=5)
 
 
 async def test_an_abandoned_fetch_is_cut_at_once(tmp_path: Path, work: Path, upstream: Upstream) -> None:
@@ -478,22 +472,16 @@ async def test_an_abandoned_fetch_is_cut_at_once(tmp_path: Path, work: Path, ups
     before = _sockets()
     upstream.hang = True
     task = asyncio.create_task(fetch_oids(upstream.url_for("r"), tmp_path / "q.git", {rev(work)}, 30.0, ("127.0.0.1",)))
-    for _ in range(200):
-        if upstream.current:
-            break
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: upstream.current, "the fetch at the upstream", timeout=4, every=0.02)
     assert upstream.current == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert await _no_pin_threads_within(5)
+    await _no_pin_threads_within(5)
     upstream.hang = False  # the hanging handler lets its connection go
-    for _ in range(100):  # bounded: the worker thread and the server notice the cut shortly
-        if before is None or (_sockets() or 0) <= before:
-            break
-        await asyncio.sleep(0.05)
-    assert before is None or (_sockets() or 0) <= before
+    # the worker thread and the server notice the cut shortly
+    await wait_for(lambda: before is None or (_sockets() or 0) <= before, "no socket left open", timeout=5)
 
 
 def _sockets() -> int | None:
@@ -520,13 +508,10 @@ async def test_fetches_leave_no_threads_or_sockets(tmp_path: Path, work: Path, u
     for i in range(5):
         assert (await fetch_oids(upstream.url_for("r"), tmp_path / f"q{i}.git", {rev(work)}, TIMEOUT_S)).ok
 
-    assert await _no_pin_threads_within(5)
+    await _no_pin_threads_within(5)
     if before is not None:
-        for _ in range(100):  # bounded: the upstream's handlers close theirs shortly
-            if (_sockets() or 0) <= before:
-                break
-            await asyncio.sleep(0.05)
-        assert (_sockets() or 0) <= before
+        # the upstream's handlers close theirs shortly
+        await wait_for(lambda: (_sockets() or 0) <= before, "no socket left open", timeout=5)
 
 
 # -- the real SyncContext ----------------------------------------------------------------------

@@ -4,10 +4,8 @@ level), with the reload's log line saying what was applied and what needs a rest
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +15,7 @@ import pytest
 from config import Settings
 from relay.daemon.reload import RELOADABLE, plan
 from storage.nostr.event import sign_event
-from tests.daemon import BOB, CAROL, Client, Daemon, now, npub_of
-
-
-async def wait_for_log(daemon: Daemon, event: str, after: int, timeout: float = 10.0) -> dict[str, Any]:
-    """The first JSON log line with this event among the lines after line `after`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = daemon.log_path.read_text(errors="replace").splitlines()[after:]
-        for line in lines:
-            if line.startswith("{") and json.loads(line).get("event") == event:
-                return json.loads(line)
-        assert time.monotonic() < deadline, f"no {event} log line: {daemon.log()}"
-        await asyncio.sleep(0.05)
-
-
-def log_length(daemon: Daemon) -> int:
-    return len(daemon.log_path.read_text(errors="replace").splitlines())
+from tests.daemon import BOB, CAROL, Client, Daemon, now, npub_of, wait_for, wait_log
 
 
 def nip11(daemon: Daemon) -> dict[str, Any]:
@@ -73,10 +55,10 @@ async def test_sighup_applies_the_config_file_and_says_what_needs_a_restart(daem
             "GRASP_MAX_PUSH_BYTES=2GiB\n"
             "GRASP_RELAY_CONTACT=from-the-file\n"
         )
-        mark = log_length(daemon)
+        mark = daemon.log_length()
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
-        line = await wait_for_log(daemon, "reloaded", mark)
+        line = await wait_log(daemon, "reloaded", mark)
         assert line["applied"] == ["GRASP_LOG_LEVEL", "GRASP_PUBKEY_BLACKLIST", "GRASP_RELAY_NAME"]
         assert line["restart_needed"] == ["GRASP_MAX_PUSH_BYTES"]
         assert line["overridden_by_environment"] == ["GRASP_RELAY_CONTACT"]
@@ -89,9 +71,9 @@ async def test_sighup_applies_the_config_file_and_says_what_needs_a_restart(daem
         assert "curation" in doc
         # a bad edit keeps the running settings, and says why
         conf.write_text("GRASP_MAX_LIMIT=lots\n")
-        mark = log_length(daemon)
+        mark = daemon.log_length()
         daemon.proc.send_signal(signal.SIGHUP)
-        failed = await wait_for_log(daemon, "reload_failed", mark)
+        failed = await wait_log(daemon, "reload_failed", mark)
         assert "GRASP_MAX_LIMIT" in failed["error"]
         ok, _ = await client.publish(sign_event(CAROL, 10317, "", [["g", "y"]], now()))
         assert not ok and nip11(daemon)["name"] == "after"
@@ -114,22 +96,19 @@ async def test_sighup_log_level_takes_effect(daemon_with_config, tmp_path: Path)
                    daemon.log_path.read_text().splitlines()[mark:])
 
     conf.write_text("GRASP_LOG_LEVEL=warning\n")
-    mark = log_length(daemon)
+    mark = daemon.log_length()
     daemon.proc.send_signal(signal.SIGHUP)
     # the reload line itself is info, so it is not shown at warning: wait for the effect
-    deadline = time.monotonic() + 10
-    while True:
-        mark = log_length(daemon)
-        if await connection_lines_after(mark) == 0:
-            break
-        assert time.monotonic() < deadline, daemon.log()
-        await asyncio.sleep(0.05)
+    async def quiet() -> bool:
+        return await connection_lines_after(daemon.log_length()) == 0
+
+    await wait_for(quiet, "no connection_open line at level warning", timeout=10)
     conf.write_text("GRASP_LOG_LEVEL=info\n")
-    mark = log_length(daemon)
+    mark = daemon.log_length()
     daemon.proc.send_signal(signal.SIGHUP)
-    line = await wait_for_log(daemon, "reloaded", mark)
+    line = await wait_log(daemon, "reloaded", mark)
     assert line["applied"] == ["GRASP_LOG_LEVEL"]
-    assert await connection_lines_after(log_length(daemon)) == 1
+    assert await connection_lines_after(daemon.log_length()) == 1
 
 
 def test_plan_lists_changes_by_kind() -> None:

@@ -126,8 +126,7 @@ async def test_copy_objects_between_repos(store: RepoStore, owner: tuple[str, st
 async def test_copies_get_gits_housekeeping(store: RepoStore, owner: tuple[str, str]) -> None:
     """Each copy adds a pack; past gc.autoPackLimit, git's own gc --auto consolidates them
     (as after a push), so a repo updated only by sync does not pile up packs."""
-    import asyncio
-    import time
+    from tests.daemon import wait_for
 
     src = store.ensure(owner[0], "busy")
     dst = store.ensure(Keys.generate().public_key().to_hex(), "busy")
@@ -140,8 +139,7 @@ async def test_copies_get_gits_housekeeping(store: RepoStore, owner: tuple[str, 
         await store.copy_objects_async(src, dst, [oid])
         store.set_refs(dst, {"refs/heads/main": oid}, "refs/heads/main")
         most = max(most, packs())
-    deadline = time.monotonic() + 30
-    while packs() > 3 and time.monotonic() < deadline:  # gc runs detached, in the background
-        await asyncio.sleep(0.1)
-    assert packs() <= 3, f"{packs()} packs after {len(ids)} copies (at most {most} seen)"
+    # gc runs detached, in the background
+    await wait_for(lambda: packs() <= 3, f"at most 3 packs after {len(ids)} copies (up to {most} seen)",
+                   timeout=30, every=0.1)
     assert store.has_objects(dst, ids)

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import pytest
+import structlog
 
 from config.settings import Settings
 from purgatory.sync.context import FetchKind, FetchOutcome
@@ -28,6 +29,7 @@ from purgatory.sync.steps import (
     sync_identifier,
 )
 from purgatory.sync.throttle import ThrottleManager, domain_of
+from tests.daemon import wait_for
 
 A1, A2 = "https://a.example/r.git", "https://a.example/mirror/r.git"
 B1 = "https://b.example/r.git"
@@ -116,10 +118,8 @@ def runtime(ctx: FakeContext, **overrides: object) -> SyncRuntime:
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+    """wait_for at the fine grain these fast fake-clock runs need."""
+    await wait_for(condition, "the condition", timeout, every=0.005)
 
 
 # --- next_url (the seed's cases and more) -------------------------------------------------
@@ -543,10 +543,13 @@ async def test_disabled_sync_starts_no_loops() -> None:
     ctx = FakeContext()
     ctx.add("test", [A1], {"x"})
     service = SyncService(make_settings(sync_enabled=False), ctx)
-    service.start()
+    with structlog.testing.capture_logs() as logs:
+        service.start()
     service.trigger_immediate_sync("test")
-    await asyncio.sleep(0.05)
-    assert ctx.fetches == [] and service.queue_length == 1
+    # start() creates its loops at once, so their absence needs no waiting
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert [entry["event"] for entry in logs] == ["sync.disabled"]
+    assert service.queue_length == 1  # queued, and nothing there to take it
     await service.stop()
 
 

@@ -73,8 +73,9 @@ class SyncContext(Protocol):
       lacking one of them answers `not-our-ref`, and the caller asks again per object).
       Never raise for network or protocol errors: classify them in the outcome (`timeout`,
       `refused`, `dns`, `tls` make the domain cool off; `not-our-ref`, `http`, `error` do
-      not). The caller also enforces `settings.fetch_timeout_s`, but the fetch
-      should stop its own work by then, since the throttle slot is freed at that point.
+      not). Stop at `settings.fetch_timeout_s` and return a `timeout` outcome: the
+      caller's own deadline (that plus `steps.CONTEXT_DEADLINE_GRACE_S`) is only a backstop,
+      and frees the throttle slot while the work may still go on.
     - `process_new_data(identifier)`: the same "new data arrived" step a push runs: release
       what is now complete. Called after a successful fetch that changed `needed_oids`, and
       once when a sync finds nothing needed any more. The sync logic serialises its own

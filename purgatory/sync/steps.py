@@ -27,6 +27,11 @@ from purgatory.sync.throttle import ThrottleManager, domain_of, is_own_origin
 
 log = structlog.get_logger(__name__)
 
+#: the caller's deadline on a fetch is the context's own (the same setting) plus this, so a
+#: context that keeps its contract ends the fetch itself, and records how it ended (a timeout
+#: counted in the fetch metrics); this deadline only catches one that does not
+CONTEXT_DEADLINE_GRACE_S = 1.0
+
 IsThrottled = Callable[[str], bool]
 
 
@@ -163,7 +168,7 @@ async def _fetch_in_slot(
     started = rt.ctx.now()
     try:
         try:
-            async with asyncio.timeout(rt.settings.fetch_timeout_s):
+            async with asyncio.timeout(rt.settings.fetch_timeout_s + CONTEXT_DEADLINE_GRACE_S):
                 outcome = await rt.ctx.fetch(identifier, url, oids)
         except TimeoutError:
             limit = rt.settings.fetch_timeout_s
