@@ -88,7 +88,7 @@ class Release:
         """Move held entries into the served store (one transaction) and broadcast them;
         `trigger` is the lifecycle's reason (the data is here, or a served state adopted)."""
         for _ in entries:
-            lifecycle.step(lifecycle.HELD, trigger)
+            lifecycle.step(lifecycle.HELD, trigger, to=lifecycle.RELEASED)
         results = await self.store.release([e.event.id for e in entries])
         for entry, result in zip(entries, results):
             self.metrics.purgatory_event(entry.event.kind, "released")

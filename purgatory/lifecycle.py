@@ -79,9 +79,12 @@ class IllegalTransition(ValueError):
     """A move the table does not allow: a bug in the caller, never a client's fault."""
 
 
-def step(state: str, trigger: str) -> str:
-    """What `trigger` does to an entry in `state`: the next state, or IllegalTransition."""
+def step(state: str, trigger: str, to: str | None = None) -> str:
+    """What `trigger` does to an entry in `state`: the next state, or IllegalTransition
+    (also when the caller names the state it expects, `to`, and the table says another)."""
     row = _BY_MOVE.get((state, trigger))
     if row is None:
         raise IllegalTransition(f"{trigger!r} does not apply to a {state!r} entry")
+    if to is not None and row.next_state != to:
+        raise IllegalTransition(f"{trigger!r} moves a {state!r} entry to {row.next_state!r}, not {to!r}")
     return row.next_state
