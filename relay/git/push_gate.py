@@ -15,7 +15,6 @@ from purgatory import lifecycle
 from purgatory.ports import HeldReads
 from relay.git import push_auth
 from relay.git.smart_http import RepoRef
-from relay.metrics import MetricsSink
 from relay.git.pktline import RefUpdate
 from relay.ratelimit import KeyedWindows, current_client
 from storage.nostr import nip34
@@ -38,11 +37,15 @@ class GateView(Protocol):
     def get_event(self, event_id: str) -> Event | None: ...
 
 
+class PushMetrics(Protocol):
+    def push_authorisation(self, accepted: bool) -> None: ...
+
+
 class PushGate:
     """Given the view reads and held entries it needs, the repos and the purgatory's two
     entry points by relay/compose.py, never the app."""
 
-    def __init__(self, settings: Settings, view: GateView, held: HeldReads, repos: RepoStore, metrics: MetricsSink,
+    def __init__(self, settings: Settings, view: GateView, held: HeldReads, repos: RepoStore, metrics: PushMetrics,
                  expect_pr: ExpectPr, on_git_data: OnGitData) -> None:
         self.settings = settings
         self.view = view
