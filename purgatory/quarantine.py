@@ -8,13 +8,46 @@ again. The borrowing is one way: nothing fetched here is readable from a served 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pygit2
 
 SERVED_NAMESPACE = "refs/served/"
+
+
+class Quarantines:
+    """The quarantine directory of each identifier, under `<data_dir>/quarantine`: fetched
+    objects wait here, outside the served repos, until their event is released (protocol v2
+    serves any object of a repo by id, so unreleased data must not be in one)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, identifier: str) -> Path:
+        return self.root / f"{quote(identifier, safe='')}.git"
+
+    async def ensure(self, identifier: str, served: list[Path]) -> Path:
+        """The quarantine, created if needed and linked to the identifier's served repos
+        (afresh each time: a fetch negotiates with what is served now)."""
+        path = self.path(identifier)
+        await asyncio.to_thread(_prepare, path, served)
+        return path
+
+    async def drop(self, identifier: str) -> None:
+        path = self.path(identifier)
+        if path.exists():
+            await asyncio.to_thread(shutil.rmtree, path, True)
+
+
+def _prepare(path: Path, served: list[Path]) -> None:
+    if not (path / "HEAD").is_file():
+        init_quarantine(path)
+    link_served(path, served)
 
 
 def init_quarantine(path: Path) -> None:

@@ -1,8 +1,9 @@
 """Which held events the git data on this server now satisfies: pure selection.
 
-The purgatory service gathers the held entries of one identifier and a way to find a repo
+`purgatory.apply` gathers the held entries of one identifier and a way to find a repo
 holding a set of objects; this module decides what to release and what each release
-implies for the repos, without touching a repo or the store itself."""
+implies for the repos (which owners' repos are aligned, which keep a newer state), without
+touching a repo or the store itself."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ PURGATORY_MESSAGE = "purgatory: won't be served until git data arrives"
 Locate = Callable[[Iterable[str]], Path | None]
 #: The owners whose maintainer set contains this author (for one identifier).
 OwnersOf = Callable[[str], list[str]]
+#: The confirmed maintainers of this owner's repo (for one identifier).
+MaintainersOf = Callable[[str], frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +102,21 @@ def newest_state(states: list[StateRelease]) -> StateRelease | None:
     if not states:
         return None
     return min(states, key=lambda s: (-s.event.created_at, s.event.id))
+
+
+def alignments(newest: StateRelease, served: list[Event],
+               maintainers_of: MaintainersOf) -> list[tuple[str, Event | None]]:
+    """For each owner the newest released state authorises, in order: the newer served state
+    of that owner's maintainers that supersedes it (the repo keeps its refs), or None (the
+    repo is aligned with it). `served` is newest first."""
+    out: list[tuple[str, Event | None]] = []
+    for owner in newest.owners:
+        members = maintainers_of(owner)
+        latest = next((s for s in served if s.pubkey in members), None)
+        out.append((owner, latest if latest is not None and newer(latest, newest.event) else None))
+    return out
+
+
+def newer(a: Event, b: Event) -> bool:
+    """Does a supersede b, as addressable events do: newer created_at, tie to the lowest id."""
+    return (a.created_at, b.id) > (b.created_at, a.id)

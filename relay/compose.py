@@ -5,10 +5,14 @@ construction.
 
     settings ─ live (what a reload replaces) ─ metrics, subscriptions, outbox budget, repos
     store (opened here: SQLite, the writer thread, the read view)
-    sync requests (queue + wake-up) ─┬─> purgatory (enqueues; after-release hooks)
-                                     └─> sync service (reads) <── store sync context <── purgatory
-    ingest (view, save, policy via live, purgatory.accept, after-store hooks)
-    push gate (store, repos, purgatory.expect_pr / on_git_data) ─> git smart HTTP
+    purgatory parts (purgatory/lifecycle.py): locator (view, query, repos), quarantines,
+        placeholders (store, view, repos) ─> release (store, repos; after-release hooks)
+        ─> adoption (repos, locator) ─> holding (store, release, adoption, placeholders)
+    sync requests (queue + wake-up) ─┬─> holding (enqueues)
+                                     └─> sync service (reads) <── store sync context
+                                         (held, locator, quarantines, release.on_git_data)
+    ingest (view, save, policy via live, holding.accept, after-store hooks)
+    push gate (view, held, repos, placeholders.expect_pr / release.on_git_data) ─> git smart HTTP
     peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
 
 Hooks are explicit lists, run in order, as khatru keeps them: `after_store` runs after an
@@ -23,9 +27,14 @@ from dataclasses import dataclass
 import structlog
 
 from config import Settings
+from purgatory.adopt import Adoption
+from purgatory.apply import AfterRelease, Release
+from purgatory.holding import Holding
 from purgatory.integrity.sweep import StartupIntegrity
+from purgatory.locate import Locator
+from purgatory.placeholders import Placeholders
+from purgatory.quarantine import Quarantines
 from purgatory.sync.loops import SyncRequests, SyncService
-from purgatory.service import AfterRelease, Purgatory
 from purgatory.sync.store_context import StoreSyncContext
 from relay.nostr import orphans
 from relay.git.smart_http import GitHttp
@@ -57,7 +66,7 @@ class Components:
     subscriptions: Subscriptions
     repos: RepoStore
     store: EventStore
-    purgatory: Purgatory
+    holding: Holding
     sync: SyncService
     ingest: Ingest
     pushes: PushGate
@@ -69,10 +78,10 @@ class Components:
     after_release: tuple[AfterRelease, ...]
 
     async def start(self) -> None:
-        """Start the background work: the purgatory's sweeper, the sync loops, the peers;
+        """Start the background work: the purgatory's sweeper (in `holding`), the sync loops, the peers;
         every identifier with waiting events is looked at once; the integrity pass runs in
         the background while the port opens."""
-        self.purgatory.start()
+        self.holding.start()
         self.sync.start()
         self.peers.start()
         for identifier in await self.store.held_identifiers():
@@ -85,7 +94,7 @@ class Components:
         await self.integrity.stop()
         await self.peers.stop()
         await self.sync.stop()
-        await self.purgatory.stop()
+        await self.holding.stop()
         await self.store.close()
 
 
@@ -106,16 +115,24 @@ async def open_components(settings: Settings, live: Live) -> Components:
     # the clock is StoreSyncContext.now's: the queue's due times are monotonic
     requests = SyncRequests.from_settings(settings, time.monotonic)
     after_release: tuple[AfterRelease, ...] = (broadcast,)
-    purgatory = Purgatory(settings, store, repos, metrics, after_release=after_release,
-                          enqueue_sync=requests.enqueue)
-    sync = SyncService(settings, StoreSyncContext(settings, purgatory, metrics), requests=requests,
-                       on_throttle_wait=metrics.throttle_wait)
+    quarantines = Quarantines(settings.data_dir / "quarantine")
+    locator = Locator(repos, store.view, store, quarantines.path, nip34.WalkLimits.of(settings))
+    placeholders = Placeholders(store, store.view, repos, lambda ident: locator.announcements(ident).owners,
+                                metrics, settings.purgatory_expiry_s)
+    releases = Release(store, repos, locator, placeholders, quarantines.drop, metrics, after_release=after_release)
+    adoption = Adoption(repos, locator, store.view)
+    holding = Holding(settings, store, store.view, repos, metrics, on_git_data=releases.on_git_data,
+                      release_entries=releases.release_entries, adopt_served_state=adoption.adopt_served_state,
+                      pr_event_arrived=placeholders.event_arrived, expire_placeholders=placeholders.expire_due,
+                      drop_quarantine=quarantines.drop, enqueue_sync=requests.enqueue)
+    sync_context = StoreSyncContext(settings, store, locator, quarantines, releases.on_git_data, metrics)
+    sync = SyncService(settings, sync_context, requests=requests, on_throttle_wait=metrics.throttle_wait)
 
     async def adopt_announcement(event: Event) -> None:
         """A served announcement (an update, or a maintainer's) has a repo, aligned with its
         maintainers' served state."""
         if event.kind == nip34.ANNOUNCEMENT:
-            await purgatory.adopt_announcement(event)
+            await adoption.adopt_announcement(event)
 
     async def drop_orphans(event: Event) -> None:
         """What rested only on the deleted events goes with them."""
@@ -123,13 +140,13 @@ async def open_components(settings: Settings, live: Live) -> Components:
             await orphans.drop_orphans(event, store.view, live.policy_context, store.query, store.remove_orphans)
 
     after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
-    ingest = Ingest(store.view, store.save, live, metrics, purgatory.accept, after_store)
-    pushes = PushGate(settings, store, repos, metrics, purgatory.expect_pr, purgatory.on_git_data)
+    ingest = Ingest(store.view, store.save, live, metrics, holding.accept, after_store)
+    pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
                   metrics=metrics)
     peers = PeerSync(settings, live, store, metrics, ingest.publish)
     outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
     parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
-    return Components(settings, live, metrics, subscriptions, repos, store, purgatory, sync, ingest, pushes, git,
+    return Components(settings, live, metrics, subscriptions, repos, store, holding, sync, ingest, pushes, git,
                       peers, integrity, parts, after_store, after_release)
 

@@ -525,13 +525,14 @@ class _Metrics:
 
 
 def _store_context(tmp_path: Path, allow_private: bool) -> tuple[object, _Metrics]:
-    """StoreSyncContext over a stand-in purgatory: only what `fetch` touches."""
+    """StoreSyncContext over stand-ins for the store, locator and quarantines: only what
+    `fetch` touches."""
     from types import SimpleNamespace
 
     from config.settings import Settings
     from purgatory.sync.store_context import StoreSyncContext
 
-    async def ensure_quarantine(identifier: str) -> Path:
+    async def ensure_quarantine(identifier: str, served: list[Path]) -> Path:
         return tmp_path / "quarantine" / f"{identifier}.git"
 
     async def held(identifier: str) -> list[object]:
@@ -540,11 +541,16 @@ def _store_context(tmp_path: Path, allow_private: bool) -> tuple[object, _Metric
     async def drop_quarantine(identifier: str) -> None:
         return None
 
-    purgatory = SimpleNamespace(store=SimpleNamespace(held=held), repos=None, ensure_quarantine=ensure_quarantine,
-                                drop_quarantine=drop_quarantine)
+    async def on_git_data(identifier: str) -> None:
+        return None
+
+    store = SimpleNamespace(held=held)
+    locator = SimpleNamespace(served_paths=lambda identifier: [])
+    quarantines = SimpleNamespace(ensure=ensure_quarantine, drop=drop_quarantine)
     metrics = _Metrics()
     settings = Settings(outbound_allow_private=allow_private, fetch_timeout_s=TIMEOUT_S)
-    return StoreSyncContext(settings, purgatory, metrics), metrics  # type: ignore[arg-type]
+    ctx = StoreSyncContext(settings, store, locator, quarantines, on_git_data, metrics)  # type: ignore[arg-type]
+    return ctx, metrics
 
 
 async def test_the_sync_context_fetches_from_the_address_its_check_approved(

@@ -1,13 +1,15 @@
 """The real `SyncContext`: the sync logic's window on the store, the repos and the network.
 
-A thin adapter: the purgatory service knows which events wait and where objects may be
-found, `fetch.py` moves bytes, and this class only translates between them."""
+A thin adapter: the store knows which events wait, the locator where objects may be found,
+the quarantines where fetched ones go, `purgatory.fetch.objects` moves bytes and the
+release step (`on_git_data`) serves what they satisfy; this class only translates between
+them, and is handed each of them by relay/compose.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Awaitable, Callable
 
 import structlog
 
@@ -16,26 +18,35 @@ from purgatory.fetch import objects as fetch
 from purgatory import release
 from purgatory.sync.context import FetchOutcome
 from purgatory.fetch.outbound import check_clone_url
-from purgatory.service import Purgatory
+from purgatory.locate import Locator
+from purgatory.ports import FetchMetrics, HeldReads
+from purgatory.quarantine import Quarantines
 from purgatory.sync.throttle import domain_of
 from storage.nostr import nip34
+from storage.sqlite.records import HeldEntry
 
 log = structlog.get_logger(__name__)
 
 
+#: the release step, run when a fetch brought data for an identifier
+OnGitData = Callable[[str], Awaitable[object]]
+
+
 class StoreSyncContext:
-    def __init__(self, settings: Settings, purgatory: Purgatory, metrics: Any) -> None:
+    def __init__(self, settings: Settings, store: HeldReads, locator: Locator, quarantines: Quarantines,
+                 on_git_data: OnGitData, metrics: FetchMetrics) -> None:
         self.settings = settings
-        self.purgatory = purgatory
-        self.store = purgatory.store
-        self.repos = purgatory.repos
+        self.store = store
+        self.locator = locator
+        self.quarantines = quarantines
+        self.on_git_data = on_git_data
         self.metrics = metrics
         self._processing = asyncio.Semaphore(settings.sync_process_concurrency)
 
     def now(self) -> float:
         return time.monotonic()
 
-    async def _waiting(self, identifier: str) -> list[Any]:
+    async def _waiting(self, identifier: str) -> list[HeldEntry]:
         """Held events that promise objects (announcements wait on their states)."""
         return [e for e in await self.store.held(identifier) if e.event.kind in _DATA_KINDS]
 
@@ -48,12 +59,12 @@ class StoreSyncContext:
             wanted |= release.needed_oids(entry.event)
         if not wanted:
             return wanted
-        paths = self.purgatory.sources(identifier)
-        return await asyncio.to_thread(self.purgatory.still_missing, paths, wanted)
+        paths = self.locator.sources(identifier)
+        return await asyncio.to_thread(self.locator.still_missing, paths, wanted)
 
     async def clone_urls(self, identifier: str) -> list[str]:
         urls: list[str] = []
-        for ann in self.purgatory.announcements(identifier).events:
+        for ann in self.locator.announcements(identifier).events:
             urls += nip34.clone_urls(ann)
         for entry in await self._waiting(identifier):
             if entry.event.kind in (nip34.PR, nip34.PR_UPDATE):
@@ -70,19 +81,19 @@ class StoreSyncContext:
             log.info("fetch.blocked", identifier=identifier, url=url, reason=check.refusal)
             self.metrics.sync_fetch(domain_of(url) or "invalid", "blocked", 0.0)
             return FetchOutcome.failure("error", f"blocked: {check.refusal}")
-        dest = await self.purgatory.ensure_quarantine(identifier)
+        dest = await self.quarantines.ensure(identifier, self.locator.served_paths(identifier))
         started = time.monotonic()
         outcome = await fetch.fetch_oids(url, dest, oids, self.settings.fetch_timeout_s, check.addresses)
         self.metrics.sync_fetch(domain_of(url) or "invalid", outcome.kind, time.monotonic() - started)
         if not await self.has_pending(identifier):  # expired or released by a push meanwhile
-            await self.purgatory.drop_quarantine(identifier)
+            await self.quarantines.drop(identifier)
         return outcome
 
     async def process_new_data(self, identifier: str) -> None:
         # releases after fetches come in bursts (a throttle window opening on many domains
         # at once); a few lanes keep them from crowding websocket work off the event loop
         async with self._processing:
-            await self.purgatory.on_git_data(identifier)
+            await self.on_git_data(identifier)
 
 
 _DATA_KINDS = frozenset({nip34.STATE, nip34.PR, nip34.PR_UPDATE})

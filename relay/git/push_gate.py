@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
 from config import Settings
+from purgatory import lifecycle
+from purgatory.ports import HeldReads
 from relay.git import push_auth
 from relay.git.smart_http import RepoRef
-from relay.metrics import MetricsSink
 from relay.git.pktline import RefUpdate
 from relay.ratelimit import KeyedWindows, current_client
 from storage.nostr import nip34
 from storage.nostr.event import Event
-from storage.sqlite.events import EventStore
 from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)
@@ -28,14 +29,27 @@ ExpectPr = Callable[[str, str, str, str], Awaitable[None]]
 OnGitData = Callable[[str], Awaitable[object]]
 
 
-class PushGate:
-    """Given the store (its view and held entries), the repos and the purgatory's two entry
-    points by relay/compose.py, never the app."""
+class GateView(Protocol):
+    """The store-view reads a push decision makes (served or held events)."""
 
-    def __init__(self, settings: Settings, store: EventStore, repos: RepoStore, metrics: MetricsSink,
+    def announcement(self, pubkey: str, identifier: str) -> Event | None: ...
+    def states_for(self, identifier: str) -> list[Event]: ...
+    def get_event(self, event_id: str) -> Event | None: ...
+
+
+class PushMetrics(Protocol):
+    def push_authorisation(self, accepted: bool) -> None: ...
+
+
+class PushGate:
+    """Given the view reads and held entries it needs, the repos and the purgatory's two
+    entry points by relay/compose.py, never the app."""
+
+    def __init__(self, settings: Settings, view: GateView, held: HeldReads, repos: RepoStore, metrics: PushMetrics,
                  expect_pr: ExpectPr, on_git_data: OnGitData) -> None:
         self.settings = settings
-        self.store = store
+        self.view = view
+        self.held = held
         self.repos = repos
         self.metrics = metrics
         self.expect_pr = expect_pr
@@ -66,7 +80,7 @@ class PushGate:
         for update in updates:
             if update.ref.startswith(nip34.PR_REF_PREFIX):
                 event_id = update.ref.removeprefix(nip34.PR_REF_PREFIX)
-                known = self.store.view.get_event(event_id)
+                known = self.view.get_event(event_id)
                 tip = nip34.pr_tip(known) if known is not None else None
                 if tip:
                     tips[event_id] = tip
@@ -78,12 +92,12 @@ class PushGate:
     async def candidate_states(self, repo: RepoRef) -> list[Event]:
         """States from the owner's confirmed maintainers: all held ones plus the newest served one,
         newest first, as the protocol allows a push to deliver either."""
-        view = self.store.view
+        view = self.view
         members = nip34.maintainer_set(
             repo.pubkey, repo.identifier, lambda pk: view.announcement(pk, repo.identifier),
             now=time.time(), limits=nip34.WalkLimits.of(self.settings),
         )
-        held_ids = {e.event.id for e in await self.store.held(repo.identifier)}
+        held_ids = {e.event.id for e in await self.held.held(repo.identifier)}
         states = sorted(
             (s for s in view.states_for(repo.identifier) if s.pubkey in members),
             key=lambda s: (-s.created_at, s.id),
@@ -96,7 +110,11 @@ class PushGate:
         """A PR ref no event names yet is a placeholder with a deadline; then whatever the
         new data satisfies is released."""
         for command in plan.commands:
+            if not command.ref.startswith(nip34.PR_REF_PREFIX):
+                continue
             event_id = command.ref.removeprefix(nip34.PR_REF_PREFIX)
-            if command.ref.startswith(nip34.PR_REF_PREFIX) and self.store.view.get_event(event_id) is None:
+            if self.view.get_event(event_id) is None:
                 await self.expect_pr(event_id, repo.pubkey, repo.identifier, command.new)
+            else:
+                lifecycle.step(lifecycle.PUSHED, lifecycle.EVENT_KNOWN)
         await self.on_git_data(repo.identifier)
