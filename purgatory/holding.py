@@ -35,6 +35,8 @@ ReleaseEntries = Callable[[str, list[HeldEntry], str], Awaitable[None]]
 AdoptServedState = Callable[[Event, str], Awaitable[bool]]
 #: a PR event came: its early-pushed ref stops waiting for a deadline (or goes, if contradicted)
 PrEventArrived = Callable[[Event], Awaitable[None]]
+#: a held PR event expired: its early-pushed ref goes too
+PrEventExpired = Callable[[Event], Awaitable[None]]
 Step = Callable[[], Awaitable[None]]
 DropQuarantine = Callable[[str], Awaitable[None]]
 
@@ -45,7 +47,7 @@ class Holding:
     def __init__(self, settings: Settings, store: HoldingStore, view: ServedAnnouncement, repos: RepoStore,
                  metrics: PurgatoryMetrics, *, on_git_data: OnGitData, release_entries: ReleaseEntries,
                  adopt_served_state: AdoptServedState, pr_event_arrived: PrEventArrived,
-                 expire_placeholders: Step, drop_quarantine: DropQuarantine,
+                 pr_event_expired: PrEventExpired, expire_placeholders: Step, drop_quarantine: DropQuarantine,
                  enqueue_sync: Enqueue | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
@@ -56,6 +58,7 @@ class Holding:
         self.release_entries = release_entries
         self.adopt_served_state = adopt_served_state
         self.pr_event_arrived = pr_event_arrived
+        self.pr_event_expired = pr_event_expired
         self.expire_placeholders = expire_placeholders
         self.drop_quarantine = drop_quarantine
         self.enqueue_sync = enqueue_sync  # None: no sync service (tests, sync disabled)
@@ -137,6 +140,8 @@ class Holding:
                      identifier=entry.identifier)
             if entry.event.kind == nip34.ANNOUNCEMENT:
                 await self._remove_if_unserved(entry.event.pubkey, entry.identifier)
+            elif entry.event.kind in (nip34.PR, nip34.PR_UPDATE):
+                await self.pr_event_expired(entry.event)
         for identifier in {e.identifier for e in due}:
             if not await self.store.held(identifier):
                 await self.drop_quarantine(identifier)

@@ -39,6 +39,7 @@ DELETION = "deletion"              # a kind 5 naming it was stored
 NO_EVENT_YET = "no_event_yet"      # pushed, and no event with that id is known
 EVENT_KNOWN = "event_known"        # the event with that id is known (held or served)
 CONTRADICTED = "contradicted"      # the event arrived and names a different tip
+EVENT_EXPIRED = "event_expired"    # the held event naming it expired: nothing signed it in the end
 
 EVENT_STATES = (NEW, HELD, RELEASED, EXPIRED, FORGOTTEN, DELETED)
 PR_REF_STATES = (PUSHED, PLACEHOLDER, WAITING, CLAIMED, REMOVED)
@@ -70,6 +71,7 @@ TABLE: tuple[Transition, ...] = (
     Transition(PLACEHOLDER, DEADLINE, REMOVED, "placeholders.expire_due (the sweeper)"),
     Transition(WAITING, CONTRADICTED, REMOVED, "placeholders.event_arrived (intake)"),
     Transition(WAITING, DATA_HERE, CLAIMED, "apply.Release.on_git_data -> placeholders.claim"),
+    Transition(WAITING, EVENT_EXPIRED, REMOVED, "holding.Holding.expire_due -> placeholders.event_expired"),
 )
 
 _BY_MOVE: dict[tuple[str, str], Transition] = {(t.state, t.trigger): t for t in TABLE}

@@ -81,6 +81,18 @@ class Placeholders:
                 async with self.repos.lock(self.repos.path(owner, identifier)):
                     await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
 
+    async def event_expired(self, event: Event) -> None:
+        """The held PR (or update) this ref waited for expired: its pushed ref goes from the
+        pending areas of the repos it names, so what nobody's release claimed is not kept."""
+        name = nip34.PR_REF_PREFIX + event.id
+        for owner, identifier in self.pr_repos(event):
+            if name not in self.repos.pending_refs(owner, identifier):
+                continue
+            lifecycle.step(lifecycle.WAITING, lifecycle.EVENT_EXPIRED)
+            async with self.repos.lock(self.repos.path(owner, identifier)):
+                await asyncio.to_thread(self.repos.drop_pending_ref, owner, identifier, name)
+            log.info("pr_ref_expired", ref=name, owner=owner, identifier=identifier, reason="event expired")
+
     async def expire_due(self) -> None:
         """Remove the refs whose deadline passed and whose event never came."""
         for event_id, repo, _tip in await self.store.placeholders_due(self.clock()):

@@ -123,7 +123,8 @@ async def open_components(settings: Settings, live: Live) -> Components:
     adoption = Adoption(repos, locator, store.view)
     holding = Holding(settings, store, store.view, repos, metrics, on_git_data=releases.on_git_data,
                       release_entries=releases.release_entries, adopt_served_state=adoption.adopt_served_state,
-                      pr_event_arrived=placeholders.event_arrived, expire_placeholders=placeholders.expire_due,
+                      pr_event_arrived=placeholders.event_arrived, pr_event_expired=placeholders.event_expired,
+                      expire_placeholders=placeholders.expire_due,
                       drop_quarantine=quarantines.drop, enqueue_sync=requests.enqueue)
     sync_context = StoreSyncContext(settings, store, locator, quarantines, releases.on_git_data, metrics)
     sync = SyncService(settings, sync_context, requests=requests, on_throttle_wait=metrics.throttle_wait)

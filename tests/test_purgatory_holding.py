@@ -13,7 +13,7 @@ from purgatory.release import PURGATORY_MESSAGE
 from storage.nostr import nip34
 from storage.nostr.event import Event
 from storage.sqlite.records import HeldEntry
-from tests.purgatory_fakes import ALICE, BOB, OID, FakeMetrics, FakeRepos, FakeStore, announcement, pk, pr, state
+from tests.purgatory_fakes import ALICE, BOB, CAROL, OID, FakeMetrics, FakeRepos, FakeStore, announcement, pk, pr, state
 
 EXPIRY_S = 600.0
 MEMORY_S = 3600.0
@@ -46,6 +46,9 @@ class Steps:
     async def pr_event_arrived(self, event: Event) -> None:
         self.calls.append(("pr_event_arrived", event.id))
 
+    async def pr_event_expired(self, event: Event) -> None:
+        self.calls.append(("pr_event_expired", event.id))
+
     async def expire_placeholders(self) -> None:
         self.calls.append(("expire_placeholders", None))
 
@@ -67,7 +70,8 @@ def build(tmp_path: Path, sync: bool = True) -> tuple[Holding, FakeStore, FakeRe
                         sync_user_delay_s=1.0, sync_synced_delay_s=30.0)
     holding = Holding(settings, store, store, repos, metrics, on_git_data=steps.on_git_data,  # type: ignore[arg-type]
                       release_entries=steps.release_entries, adopt_served_state=steps.adopt_served_state,
-                      pr_event_arrived=steps.pr_event_arrived, expire_placeholders=steps.expire_placeholders,
+                      pr_event_arrived=steps.pr_event_arrived, pr_event_expired=steps.pr_event_expired,
+                      expire_placeholders=steps.expire_placeholders,
                       drop_quarantine=steps.drop_quarantine, enqueue_sync=steps.enqueue if sync else None,
                       clock=lambda: clock[0])
     return holding, store, repos, metrics, steps, clock
@@ -192,6 +196,17 @@ async def test_expiry_discards_what_is_due_removes_empty_unserved_repos_and_drop
     assert not repos.exists(pk(BOB), "gone")  # the expired announcement's empty repo
     assert steps.calls[0] == ("expire_placeholders", None)  # PR-ref placeholders first
     assert steps.named("drop_quarantine") == ["gone"]  # "kept" still has a held event
+
+
+async def test_an_expiring_pr_takes_its_early_pushed_ref_with_it(tmp_path: Path) -> None:
+    holding, _store, _repos, _metrics, steps, clock = build(tmp_path)
+    proposal = pr(CAROL, pk(ALICE), "r", OID[1])
+    await holding.accept(proposal, "r", "client")
+    clock[0] += EXPIRY_S + 1
+
+    assert await holding.expire_due() == 1
+
+    assert steps.named("pr_event_expired") == [proposal.id]
 
 
 async def test_expiry_keeps_a_repo_that_is_served_or_has_refs(tmp_path: Path) -> None:

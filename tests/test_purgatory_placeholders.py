@@ -95,6 +95,23 @@ async def test_a_ref_holding_another_tip_than_its_event_names_is_removed_whereve
     assert not repos.pending_exists(A, "r") and name not in repos.served[(A, "r")].refs
 
 
+async def test_a_ref_whose_event_expired_goes_from_the_pending_areas(tmp_path: Path) -> None:
+    """Pushed early, its event arrived (the ref waits), then the event expired unreleased:
+    nothing signed is left to claim the ref, so it must not stay on disk."""
+    placeholders, _store, repos, _metrics, _clock = build(tmp_path)
+    event = pr(CAROL, A, "r", OID[1])
+    name = nip34.PR_REF_PREFIX + event.id
+    other = nip34.PR_REF_PREFIX + "f" * 64
+    repos.add_pending(A, "r", {name: OID[1], other: OID[2]})
+    await placeholders.event_arrived(event)
+
+    await placeholders.event_expired(event)
+
+    assert repos.pending_refs(A, "r") == {other: OID[2]}
+    await placeholders.event_expired(event)  # nothing left: a no-op
+    assert repos.pending_refs(A, "r") == {other: OID[2]}
+
+
 async def test_a_pr_update_names_the_repos_of_its_root(tmp_path: Path) -> None:
     placeholders, store, _repos, _metrics, _clock = build(tmp_path)
     root = pr(CAROL, A, "r", OID[1])
