@@ -22,7 +22,7 @@ from relay.nostr import protocol
 from relay.nostr.protocol import NegClose, Negentropy, NegMsg, NegOpen
 from relay.ratelimit import Window
 from storage.nostr.filters import Filter
-from storage.nostr.negentropy import Items, NegentropyError, respond
+from storage.nostr.negentropy import Items, NegentropyError, check, respond
 from storage.sqlite.reads import QueryBudgetExceeded
 
 log = structlog.get_logger(__name__)
@@ -157,6 +157,11 @@ class ConnectionNegentropy:
         refusal = self.sessions.refusal(sub_id)
         if refusal is None and self._window.count_or_wait(time.monotonic()):
             refusal = protocol.neg_err(sub_id, f"rate-limited: more than {self._window.limit} REQs per minute")
+        if refusal is None:
+            try:
+                check(request.message)  # before any read for it
+            except NegentropyError as exc:
+                refusal = protocol.neg_err(sub_id, f"invalid: {exc}")
         if refusal is not None:
             self._send(refusal)
             return

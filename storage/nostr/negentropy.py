@@ -35,7 +35,7 @@ from storage.nostr.negentropy_wire import (
     parse_ranges,
 )
 
-__all__ = ["BUCKETS", "Initiator", "Items", "MIN_FRAME_LIMIT", "NegentropyError", "Round", "respond"]
+__all__ = ["BUCKETS", "check", "Initiator", "Items", "MIN_FRAME_LIMIT", "NegentropyError", "Round", "respond"]
 
 BUCKETS = 16
 #: the smallest frame size limit that still lets the first range of every message fit
@@ -214,6 +214,12 @@ def _ranges(message: bytes) -> list[Range]:
     return parse_ranges(message[1:])
 
 
+def check(message: bytes) -> None:
+    """Raise NegentropyError if a V1 message is malformed: lets a relay refuse a hostile
+    NEG-OPEN before it reads any items for it."""
+    _ranges(message)
+
+
 def respond(items: Items, message: bytes, frame_limit: int) -> bytes:
     """The responder's (relay's) reply to one initiator message. A message of another
     protocol version is answered with the version byte alone, as the protocol asks, so the
@@ -247,7 +253,11 @@ class Initiator:
             raise NegentropyError("the peer does not speak negentropy protocol V1")
         answer = _Answer(self.items, self.frame_limit, initiator=True)
         answer.run(_ranges(message))
-        self.have.update(answer.have)
-        self.need.update(answer.need)
+        # a range learnt before can come round again: a cut message ends with one fingerprint
+        # to infinity, over ranges this side had already settled, so only new ids are reported
+        have = list(dict.fromkeys(i for i in answer.have if i not in self.have))
+        need = list(dict.fromkeys(i for i in answer.need if i not in self.need))
+        self.have.update(have)
+        self.need.update(need)
         reply = answer.out.message()
-        return Round(reply if len(reply) > 1 else None, answer.have, answer.need)
+        return Round(reply if len(reply) > 1 else None, have, need)
