@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import nostr_sdk
+import pytest
 from nostr_sdk import (ClientBuilder, EventId, Filter, Kind, NegentropyItem, NostrLmdb, RelayUrl, SyncDirection,
                        SyncOptions, Timestamp)
 
@@ -36,9 +38,18 @@ async def publish_all(client: Client, events: list[Event]) -> None:
             acked += 1
 
 
-async def sdk_client(url: str, db_dir: Path, events: list[Event]) -> Any:
-    # the LMDB database calls back into Python from rust's threads: give them the loop
+@pytest.fixture(autouse=True)
+async def sdk_loop() -> AsyncIterator[None]:
+    """The LMDB database calls back into Python from rust's threads, which need to be told
+    the loop; the setting is global to nostr-sdk, so it is put back for the next tests."""
     nostr_sdk.uniffi_set_event_loop(asyncio.get_running_loop())
+    try:
+        yield
+    finally:
+        nostr_sdk.uniffi_set_event_loop(None)  # type: ignore[arg-type]
+
+
+async def sdk_client(url: str, db_dir: Path, events: list[Event]) -> Any:
     db = await NostrLmdb.open(str(db_dir))
     for event in events:
         await db.save_event(nostr_sdk.Event.from_json(event.to_json()))
