@@ -159,6 +159,23 @@ class Settings(BaseSettings):
         0.5, gt=0, description="wall time one REQ or COUNT may hold a store reader; past it the query is "
         "interrupted and answered CLOSED error")
 
+    # --- NIP-77 negentropy (advertised in NIP-11 `limitation`) --------------------------
+    negentropy_enabled: bool = Field(True, description="answer NEG-OPEN (NIP-77 set reconciliation)")
+    negentropy_max_records: int = Field(
+        100_000, ge=1, description="served events one NEG-OPEN filter may match; past it NEG-ERR blocked")
+    negentropy_frame_max_bytes: int = Field(
+        64 * 1024, ge=4096, le=16 * 1024**2, description="largest negentropy message the relay sends, before "
+        "hex (the NEG-MSG frame is about twice this); a longer answer ends early and the client continues")
+    negentropy_max_sessions: int = Field(
+        8, ge=1, description="NEG-OPEN sessions one connection may have open at once")
+    negentropy_total_max_records: int = Field(
+        2_000_000, ge=1, description="items all open negentropy sessions together may keep (40 bytes each); "
+        "past it a NEG-OPEN gets NEG-ERR blocked")
+    negentropy_idle_s: float = Field(
+        60, gt=0, description="a negentropy session with no NEG-MSG for this long is closed (NEG-ERR closed)")
+    negentropy_query_budget_s: float = Field(
+        2, gt=0, description="wall time the read of a NEG-OPEN's items may hold a store reader")
+
     @field_validator("archive_whitelist", "pubkey_blacklist", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
@@ -212,6 +229,9 @@ class Settings(BaseSettings):
         if self.sync_backoff_base_s > self.sync_backoff_max_s:
             raise ValueError(f"GRASP_SYNC_BACKOFF_BASE_S: {self.sync_backoff_base_s:g} is above "
                              f"GRASP_SYNC_BACKOFF_MAX_S ({self.sync_backoff_max_s:g})")
+        if self.negentropy_max_records > self.negentropy_total_max_records:
+            raise ValueError(f"GRASP_NEGENTROPY_MAX_RECORDS: {self.negentropy_max_records} is above "
+                             f"GRASP_NEGENTROPY_TOTAL_MAX_RECORDS ({self.negentropy_total_max_records})")
         return self
 
     @field_validator("log_level", "log_format", mode="before")

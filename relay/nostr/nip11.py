@@ -9,6 +9,7 @@ from config import Settings
 from relay import __version__
 
 SUPPORTED_NIPS = [1, 9, 11, 34, 45]
+NEGENTROPY_NIP = 77
 SOFTWARE = "https://pypi.org/project/grasp-relay/"
 
 
@@ -34,7 +35,7 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "description": settings.relay_description,
         "pubkey": _owner_hex(settings.owner_npub),
         "contact": settings.relay_contact,
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": sorted(SUPPORTED_NIPS + ([NEGENTROPY_NIP] if settings.negentropy_enabled else [])),
         # GRASP-02 while proactive sync is on; GRASP-05 (archive) only when the operator
         # whitelists repos that do not list us
         "supported_grasps": ["GRASP-01"]
@@ -71,6 +72,11 @@ def relay_information(settings: Settings) -> dict[str, Any]:
             # are not maintainers here
             "maintainer_walk_max_rounds": settings.maintainer_walk_max_rounds,
             "maintainer_walk_max_keys": settings.maintainer_walk_max_keys,
+            # NIP-77: what one NEG-OPEN may cover and how large one answer may be (before hex)
+            **({"negentropy_max_records": settings.negentropy_max_records,
+                "negentropy_frame_max_bytes": settings.negentropy_frame_max_bytes,
+                "negentropy_max_sessions": settings.negentropy_max_sessions}
+               if settings.negentropy_enabled else {}),
         },
     }
     # NIP-11's optional fields are left out when unset, not sent empty ("pubkey": "" is not a key)

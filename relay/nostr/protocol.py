@@ -8,6 +8,7 @@ values, in the manner of h11/wsproto."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from storage.nostr.event import Event, EventError, is_hex
 from storage.nostr.filters import Filter, FilterError, encodable, shown
+from storage.nostr.negentropy_wire import PROTOCOL_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class Limits:
     max_content_bytes: int = 128 * 1024
     max_created_at_future_s: int = 900
     max_subid_length: int = 256
+    negentropy_enabled: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -69,7 +72,29 @@ class Count:
     filters: tuple[Filter, ...]
 
 
-Request = Reply | Publish | Subscribe | Unsubscribe | Count
+@dataclass(frozen=True, slots=True)
+class NegOpen:
+    """NIP-77: reconcile the served events matching `filter`; `message` is the initiator's
+    first negentropy message (hex-decoded, V1: its version byte was checked)."""
+
+    sub_id: str
+    filter: Filter
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NegMsg:
+    sub_id: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NegClose:
+    sub_id: str
+
+
+Negentropy = NegOpen | NegMsg | NegClose
+Request = Reply | Publish | Subscribe | Unsubscribe | Count | NegOpen | NegMsg | NegClose
 
 
 @dataclass
@@ -89,7 +114,7 @@ class Session:
         if not isinstance(message, list) or not message or not isinstance(message[0], str):
             return Reply(notice("invalid: message must be a JSON array starting with a type string"))
         handler = _HANDLERS.get(message[0])
-        if handler is None:
+        if handler is None or (message[0].startswith("NEG-") and not self.limits.negentropy_enabled):
             return Reply(notice(f"invalid: unsupported message type {shown(message[0])}"))
         return handler(self, message)
 
@@ -136,6 +161,38 @@ class Session:
         self.subscriptions.discard(message[1])
         return Unsubscribe(message[1])
 
+    # --- NIP-77 ------------------------------------------------------------------------
+    def _neg_open(self, message: list[Any]) -> Request:
+        checked = self._neg_sub_id(message, 4, "NEG-OPEN takes a subscription id, a filter and a message")
+        if isinstance(checked, Reply):
+            return checked
+        try:
+            flt = Filter.from_dict(message[2], self.limits.max_limit)
+        except FilterError as exc:
+            return Reply(neg_err(checked, f"invalid: {exc}"))
+        data = _neg_hex(checked, message[3])
+        return data if isinstance(data, Reply) else NegOpen(checked, flt, data)
+
+    def _neg_msg(self, message: list[Any]) -> Request:
+        checked = self._neg_sub_id(message, 3, "NEG-MSG takes a subscription id and a message")
+        if isinstance(checked, Reply):
+            return checked
+        data = _neg_hex(checked, message[2])
+        return data if isinstance(data, Reply) else NegMsg(checked, data)
+
+    def _neg_close(self, message: list[Any]) -> Request:
+        checked = self._neg_sub_id(message, 2, "NEG-CLOSE takes one subscription id")
+        return checked if isinstance(checked, Reply) else NegClose(checked)
+
+    def _neg_sub_id(self, message: list[Any], length: int, usage: str) -> str | Reply:
+        if len(message) != length or not isinstance(message[1], str):
+            return Reply(notice(f"invalid: {usage}"))
+        sub_id = message[1]
+        if not sub_id or len(sub_id) > self.limits.max_subid_length or not encodable(sub_id):
+            return Reply(notice(f"invalid: subscription id must be 1 to {self.limits.max_subid_length} "
+                                "characters of valid Unicode"))
+        return sub_id
+
     def _sub_and_filters(self, message: list[Any], verb: str) -> tuple[str, tuple[Filter, ...]] | Reply:
         if len(message) < 2 or not isinstance(message[1], str):
             return Reply(notice(f"invalid: {verb} needs a subscription id"))
@@ -174,6 +231,24 @@ def decode(text: str | bytes) -> tuple[Any, str | None]:
         return None, "invalid: message holds a number with too many digits"
 
 
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+def _neg_hex(sub_id: str, value: Any) -> bytes | Reply:
+    """The binary negentropy message of a NEG-OPEN/NEG-MSG. A message of another protocol
+    version gets the version byte alone (NIP-77: the client may then retry in V1)."""
+    if not isinstance(value, str) or len(value) % 2:
+        return Reply(neg_err(sub_id, "invalid: the negentropy message must be a hex string of even length"))
+    if not _HEX.fullmatch(value):  # bytes.fromhex alone would take spaces
+        return Reply(neg_err(sub_id, "invalid: the negentropy message is not hex"))
+    data = bytes.fromhex(value)
+    if not data:
+        return Reply(neg_err(sub_id, "invalid: the negentropy message is empty"))
+    if data[0] != PROTOCOL_VERSION:
+        return Reply(neg_msg(sub_id, bytes([PROTOCOL_VERSION])))
+    return data
+
+
 def check_limits(event: Event, limits: Limits, now: float) -> None:
     """The per-event limits, for clients and for events synced from other relays alike."""
     if len(event.tags) > limits.max_event_tags:
@@ -190,6 +265,9 @@ _HANDLERS: dict[str, Callable[[Session, list[Any]], Request]] = {
     "REQ": Session._req,
     "COUNT": Session._count,
     "CLOSE": Session._close,
+    "NEG-OPEN": Session._neg_open,
+    "NEG-MSG": Session._neg_msg,
+    "NEG-CLOSE": Session._neg_close,
 }
 
 
@@ -223,3 +301,11 @@ def count_reply(sub_id: str, count: int) -> str:
 def event_frame(sub_id: str, raw_event_json: str) -> str:
     """Wraps an already serialised event, so stored JSON is sent without re-encoding."""
     return f'["EVENT",{_dump(sub_id)},{raw_event_json}]'
+
+
+def neg_msg(sub_id: str, message: bytes) -> str:
+    return _dump(["NEG-MSG", sub_id, message.hex()])
+
+
+def neg_err(sub_id: str, reason: str) -> str:
+    return _dump(["NEG-ERR", sub_id, reason])

@@ -16,7 +16,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -25,8 +25,9 @@ from config import Settings
 from relay.nostr import ordering, protocol
 from relay.nostr.ingest import Outcome
 from relay.metrics import MetricsSink
+from relay.nostr.negentropy import ConnectionNegentropy, NegentropyBudget, NegentropyReads, NegLimits, NegSessions
 from relay.nostr.outbox import Offer, Outbox, OutboxTotals
-from relay.nostr.protocol import Count, Publish, Reply, Session, Subscribe, Unsubscribe
+from relay.nostr.protocol import Count, NegClose, NegMsg, NegOpen, Publish, Reply, Session, Subscribe, Unsubscribe
 from relay.ratelimit import Window
 from relay.daemon.reload import Live
 from relay.nostr.subscriptions import Subscriptions
@@ -47,8 +48,8 @@ NOT_READING_S = 1.0
 _ids = itertools.count(1)
 
 
-class ClientReads(Protocol):
-    """The store as a client sees it: REQ streams and COUNTs, each under a wall-time budget."""
+class ClientReads(NegentropyReads, Protocol):
+    """The store as a client sees it: REQ streams, COUNTs and NIP-77 items, each under a budget."""
 
     async def stream_raw(self, filters: list[Filter], default_limit: int, deliver: Deliver,
                          budget_s: float | None = None) -> StreamEnd: ...
@@ -69,6 +70,7 @@ class ConnectionParts:
     subscriptions: Subscriptions
     outbox_totals: OutboxTotals
     metrics: MetricsSink
+    negentropy_budget: NegentropyBudget = field(default_factory=NegentropyBudget)  # one per relay
 
 
 class Connection:
@@ -87,6 +89,8 @@ class Connection:
         self._providers: dict[Hashable, asyncio.Task[None]] = {}  # see relay/nostr/ordering.py
         self._event_window = Window(settings.events_per_minute_per_conn, 60.0)
         self._req_window = Window(settings.reqs_per_minute_per_conn, 60.0)
+        self.negentropy = ConnectionNegentropy(NegSessions(NegLimits.from_settings(settings), parts.negentropy_budget),
+                                               parts.store, self.send_nowait, self._req_window)
         self._writer_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[Any] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -201,6 +205,7 @@ class Connection:
         finally:
             self.closed = True
             self.parts.metrics.subscriptions_closed(self.parts.subscriptions.drop(self))
+            self.negentropy.close()
             if self._stall_timer is not None:
                 self._stall_timer.cancel()
             if self.dropped is None:
@@ -237,6 +242,8 @@ class Connection:
                 self.outbox.purge(request.sub_id)
             limit = self.parts.settings.reqs_per_minute_per_conn
             self.send_nowait(protocol.closed(request.sub_id, f"rate-limited: more than {limit} REQs per minute"))
+        elif isinstance(request, (NegOpen, NegMsg, NegClose)):
+            await self.negentropy.handle(request)
         elif isinstance(request, Unsubscribe):
             if self.parts.subscriptions.remove(self, request.sub_id):
                 self.parts.metrics.subscriptions_closed(1)

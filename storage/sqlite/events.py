@@ -40,6 +40,7 @@ from storage.sqlite import held as held_reads
 from storage.sqlite import reads, write_ops
 from storage.nostr.event import Event, stored_event
 from storage.nostr.filters import Filter
+from storage.nostr.negentropy import Items
 from storage.sqlite.query import select_raw
 from storage.sqlite.reads import Deliver, QueryBudgetExceeded, QueryCancelled, StreamEnd
 from storage.sqlite.records import HeldEntry, SaveResult, StoreClosed, StoreError
@@ -165,6 +166,14 @@ class EventStore:
         QueryBudgetExceeded after `budget_s` of wall time on the reader."""
         async with self._guarded(budget_s) as guard:
             return await self._readers.run(reads.count, guard, filters)
+
+    async def negentropy_items(self, filters: list[Filter], max_records: int,
+                               budget_s: float | None = None) -> Items | None:
+        """NIP-77: the sorted (created_at, id) items of the served events matching `filters`
+        (held events never take part); None when more than `max_records` match. Raises
+        QueryBudgetExceeded after `budget_s` of wall time on the reader."""
+        async with self._guarded(budget_s) as guard:
+            return await self._readers.run(reads.negentropy_items, guard, filters, max_records)
 
     @contextlib.asynccontextmanager
     async def _guarded(self, budget_s: float | None) -> AsyncIterator[reads.Guard]:

@@ -316,3 +316,23 @@ def _count_arm(plan: _Plan) -> tuple[str, list[object]]:
 
 def _empty_ignoring_limit(flt: Filter) -> bool:
     return replace(flt, limit=None).is_empty_result
+
+
+def select_keys(filters: list[Filter], cap: int, run: Run | None = None) -> tuple[str, list[object]] | None:
+    """SQL returning (created_at, id) rows of the events matching any filter, at most `cap`
+    (NIP-77 reads these keys, never the events). A filter's own `limit` still applies
+    (its newest that many); without one a filter is read up to `cap`."""
+    arms: list[str] = []
+    params: list[object] = []
+    for flt in filters:
+        if flt.is_empty_result:
+            continue
+        parts = [p for p in _expand(_plan(flt, run), run) if not p.flt.is_empty_result]
+        if not parts:
+            continue
+        text, arm_params = _filter_keys(parts, cap if flt.limit is None else min(flt.limit, cap))
+        arms.append(f"SELECT * FROM ({text})")
+        params += arm_params
+    if not arms:
+        return None
+    return f"SELECT created_at, id FROM ({' UNION '.join(arms)}) LIMIT ?", [*params, cap]

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from storage.nostr.filters import Filter
-from storage.sqlite.query import select_count, select_raw
+from storage.nostr.negentropy import Items
+from storage.sqlite.query import select_count, select_keys, select_raw
 
 STREAM_BATCH = 64
 _POLL_S = 0.05  # how often a thread waiting for the loop checks whether it was cancelled
@@ -144,6 +145,23 @@ def count(conn: sqlite3.Connection, guard: Guard, filters: list[Filter]) -> int:
         raise _interrupted(guard, exc) from None
     finally:
         guard.leave()
+
+
+def negentropy_items(conn: sqlite3.Connection, guard: Guard, filters: list[Filter], max_records: int) -> Items | None:
+    """The (created_at, id) items of the served events matching `filters`, sorted for a
+    NIP-77 session, built here on the reader thread so the event loop only gets the packed
+    result; None when more than `max_records` match (the relay refuses such a session)."""
+    guard.enter(conn)
+    try:
+        built = select_keys(filters, max_records + 1, _runner(conn))
+        rows = [] if built is None else conn.execute(*built).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise _interrupted(guard, exc) from None
+    finally:
+        guard.leave()
+    if len(rows) > max_records:
+        return None
+    return Items.from_pairs(rows)
 
 
 def _hand_over(loop: asyncio.AbstractEventLoop, deliver: Deliver, batch: list[str]) -> concurrent.futures.Future[bool]:
