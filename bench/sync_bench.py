@@ -147,6 +147,17 @@ def proc_status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds the process (and the children it has waited for) used so far: less
+    sensitive than wall time to whatever else the machine is running; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
 # --- upstream repositories, made cheaply --------------------------------------------------------
 
 
@@ -224,6 +235,7 @@ class Result:
     latency_sync: dict[str, float] = field(default_factory=dict)  # after the last OK
     rss_kb_max: int = 0
     hwm_kb: int = 0
+    cpu_s: float = 0.0
     upstreams: list[dict[str, Any]] = field(default_factory=list)
     last_batch_s: float = 0.0  # when the states (the last batch) started to go out
     started_mono: float = 0.0  # time.monotonic() at the first EVENT, the upstreams' clock
@@ -360,6 +372,7 @@ async def measure(daemon: Daemon, batches: list[list[Any]], ids: set[str], timeo
         stop_rss.set()
         await rss_task
         result.hwm_kb = proc_status_kb(pid, "VmHWM")
+        result.cpu_s = proc_cpu_s(pid)
         await listener.close()
     result.released = len(seen)
     return result
@@ -456,6 +469,7 @@ def report(plan: argparse.Namespace, r: Result) -> None:
         (f"  after publishing (n={r.latency_sync.get('n', 0)}) p99 ms", f"{r.latency_sync.get('p99', 0):.2f}"),
         ("relay RSS max sampled MB", f"{r.rss_kb_max / 1024:.1f}"),
         ("relay VmHWM MB", f"{r.hwm_kb / 1024:.1f}"),
+        ("relay CPU s (user+sys)", f"{r.cpu_s:.2f}"),
     ]
     for name, value in rows:
         print(f"{name:<40}{value:>14}")
