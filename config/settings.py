@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     throttle_window_s: float = Field(60, gt=0)
     fetch_timeout_s: float = Field(120, gt=0)
     fetch_cooloff_s: float = Field(60, ge=0, description="pause for a domain after a network failure")
+    served_data_check_s: float = Field(
+        3600, gt=0, description="how often served repos are checked for their state's objects (GRASP-02: "
+        "missing git data is pulled from the other clone URLs at least hourly)")
+    served_data_check_max_repos: int = Field(
+        10_000, ge=1, description="repos one such round looks at; the next round continues where it stopped")
+    served_data_max_gaps: int = Field(
+        256, ge=1, description="served repos lacking objects remembered (and synced) at once")
     outbound_allow_private: bool = Field(
         False, description="let fetches and peer relays reach loopback/private addresses (dev, tests)"
     )

@@ -9,8 +9,10 @@ construction.
         placeholders (store, view, repos) ─> release (store, repos; after-release hooks)
         ─> adoption (repos, locator) ─> holding (store, release, adoption, placeholders)
     sync requests (queue + wake-up) ─┬─> holding (enqueues)
-                                     └─> sync service (reads) <── store sync context
-                                         (held, locator, quarantines, release.on_git_data)
+                                     ├─> sync service (reads) <── store sync context
+                                     │   (held, locator, quarantines, release.on_git_data,
+                                     │    served gaps, served-data check.complete)
+                                     └─> served-data check (hourly; records gaps, enqueues)
     ingest (view, save, policy via live, holding.accept, after-store hooks)
     push gate (view, held, repos, placeholders.expect_pr / release.on_git_data) ─> git smart HTTP
     peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
@@ -30,11 +32,13 @@ from config import Settings
 from purgatory.adopt import Adoption
 from purgatory.apply import AfterRelease, Release
 from purgatory.holding import Holding
+from purgatory.integrity.served_data import ServedDataCheck
 from purgatory.integrity.sweep import StartupIntegrity
 from purgatory.locate import Locator
 from purgatory.placeholders import Placeholders
 from purgatory.quarantine import Quarantines
 from purgatory.sync.loops import SyncRequests, SyncService
+from purgatory.sync.served_gaps import ServedGaps
 from purgatory.sync.store_context import StoreSyncContext
 from relay.nostr import orphans
 from relay.git.smart_http import GitHttp
@@ -73,6 +77,7 @@ class Components:
     git: GitHttp
     peers: PeerSync
     integrity: StartupIntegrity
+    served_data: ServedDataCheck
     connection_parts: ConnectionParts
     after_store: tuple[AfterStore, ...]
     after_release: tuple[AfterRelease, ...]
@@ -88,9 +93,11 @@ class Components:
             self.sync.enqueue(identifier, 0)
         log.info("relay_started", domain=self.settings.domain, data_dir=str(self.settings.data_dir))
         self.integrity.start(self.store.view)
+        self.served_data.start()
 
     async def close(self) -> None:
         """Stop in reverse dependency order; the store closes last, when nothing writes."""
+        await self.served_data.stop()
         await self.integrity.stop()
         await self.peers.stop()
         await self.sync.stop()
@@ -126,7 +133,11 @@ async def open_components(settings: Settings, live: Live) -> Components:
                       pr_event_arrived=placeholders.event_arrived, pr_event_expired=placeholders.event_expired,
                       expire_placeholders=placeholders.expire_due,
                       drop_quarantine=quarantines.drop, enqueue_sync=requests.enqueue)
-    sync_context = StoreSyncContext(settings, store, locator, quarantines, releases.on_git_data, metrics)
+    # served repos lacking their state's objects: found hourly, fetched by the same sync
+    gaps = ServedGaps(settings.served_data_max_gaps, 2 * settings.served_data_check_s)
+    served_data = ServedDataCheck(settings, store.view, repos, locator, gaps, requests.enqueue, metrics)
+    sync_context = StoreSyncContext(settings, store, locator, quarantines, releases.on_git_data, metrics,
+                                    gaps=gaps, complete_gaps=served_data.complete)
     sync = SyncService(settings, sync_context, requests=requests, on_throttle_wait=metrics.throttle_wait)
 
     async def adopt_announcement(event: Event) -> None:
@@ -149,5 +160,5 @@ async def open_components(settings: Settings, live: Live) -> Components:
     outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
     parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
     return Components(settings, live, metrics, subscriptions, repos, store, holding, sync, ingest, pushes, git,
-                      peers, integrity, parts, after_store, after_release)
+                      peers, integrity, served_data, parts, after_store, after_release)
 

@@ -80,6 +80,9 @@ class MetricsSink(Protocol):
     def set_purgatory_pending(self, count: int) -> None: ...
     def sync_fetch(self, domain: str, outcome: str, seconds: float) -> None: ...
     def throttle_wait(self, domain: str, seconds: float) -> None: ...
+    def served_data_checked(self, repos: int) -> None: ...
+    def set_served_data_missing(self, repos: int) -> None: ...
+    def served_data_recovered(self, objects: int) -> None: ...
     def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None: ...
     def push_authorisation(self, accepted: bool) -> None: ...
     def req_served(self, seconds: float) -> None: ...
@@ -125,6 +128,15 @@ class DisabledMetrics:
         pass
 
     def throttle_wait(self, domain: str, seconds: float) -> None:
+        pass
+
+    def served_data_checked(self, repos: int) -> None:
+        pass
+
+    def set_served_data_missing(self, repos: int) -> None:
+        pass
+
+    def served_data_recovered(self, objects: int) -> None:
         pass
 
     def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
@@ -191,6 +203,14 @@ class Metrics:
             "grasp_throttle_wait_seconds", "Time spent waiting for a throttle slot",
             buckets=WAIT_BUCKETS, registry=r,
         )
+        self.served_data_checked_repos = Counter(
+            "grasp_served_data_repos_checked", "Served repos whose state's objects the hourly check "
+            "looked up", registry=r)
+        self.served_data_missing = Gauge(
+            "grasp_served_data_repos_missing", "Served repos known to lack objects of their state", registry=r)
+        self.served_data_recovered_objects = Counter(
+            "grasp_served_data_objects_recovered", "State tip objects brought back into served repos",
+            registry=r)
         self.git_operations = Counter(
             "grasp_git_operations", "git smart HTTP operations", ["service", "outcome"], registry=r
         )
@@ -268,6 +288,15 @@ class Metrics:
     def throttle_wait(self, domain: str, seconds: float) -> None:
         self.throttle_waits.labels(self.domain_label(domain)).inc()
         self.throttle_wait_seconds.observe(seconds)
+
+    def served_data_checked(self, repos: int) -> None:
+        self.served_data_checked_repos.inc(repos)
+
+    def set_served_data_missing(self, repos: int) -> None:
+        self.served_data_missing.set(repos)
+
+    def served_data_recovered(self, objects: int) -> None:
+        self.served_data_recovered_objects.inc(objects)
 
     # --- git --------------------------------------------------------------------------------
     def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None:

@@ -118,6 +118,17 @@ def repo_dirs(repos_dir: Path, identifier: str | None = None) -> list[tuple[str,
     return out
 
 
+def choice_for(view: StateReader, owner: str, identifier: str, *, now: float,
+               limits: nip34.WalkLimits) -> integrity.Choice:
+    """The states that rule `owner`'s repo, read from the store (`integrity.choose`)."""
+    states = view.states_for(identifier)
+    served_ids = {s.id for s in states if view.is_served(s.id)}
+    served = [s for s in states if s.id in served_ids]
+    held = [s for s in states if s.id not in served_ids]
+    return integrity.choose(owner, identifier, served, held, lambda pubkey: view.announcement(pubkey, identifier),
+                            now=now, limits=limits)
+
+
 def _read(path: Path) -> tuple[dict[str, str], str | None]:
     return RepoStore.refs(path), RepoStore.head(path)
 
@@ -132,7 +143,7 @@ def _repair(path: Path, refs: dict[str, str], differences: tuple[Difference, ...
     return (plan, *_read(path))
 
 
-async def _to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
+async def to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking repo write in a thread; a cancellation (shutdown) waits for the write
     to finish before it propagates, so the repo lock is never released mid-write."""
     job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
@@ -193,13 +204,7 @@ class IntegrityPass:
         return summary
 
     def _choice(self, repo: ServedRepo) -> integrity.Choice:
-        states = self.view.states_for(repo.identifier)
-        served_ids = {s.id for s in states if self.view.is_served(s.id)}
-        served = [s for s in states if s.id in served_ids]
-        held = [s for s in states if s.id not in served_ids]
-        return integrity.choose(repo.owner, repo.identifier, served, held,
-                                lambda pubkey: self.view.announcement(pubkey, repo.identifier),
-                                now=self.clock(), limits=self.limits)
+        return choice_for(self.view, repo.owner, repo.identifier, now=self.clock(), limits=self.limits)
 
     async def check_repo(self, repo: ServedRepo) -> RepoReport:
         try:
@@ -218,7 +223,7 @@ class IntegrityPass:
                             pending_state_id=finding.pending_state_id, kept_state_id=finding.kept_state_id)
         if not self.repair or not finding.differences:
             return report
-        plan, after_refs, after_head = await _to_thread_to_the_end(_repair, repo.path, refs, finding.differences)
+        plan, after_refs, after_head = await to_thread_to_the_end(_repair, repo.path, refs, finding.differences)
         for diff in plan.fixes:
             if self.metrics is not None:
                 self.metrics.integrity_repair(diff.kind)

@@ -61,9 +61,10 @@ class SyncContext(Protocol):
     - `now()`: a monotonic clock in seconds (`time.monotonic` in production). Every timestamp
       the queue and throttle keep comes from here, so tests can drive time.
     - `has_pending(identifier)`: true while any purgatory entry (state or PR event) for this
-      identifier is waiting. Cheap; called often.
-    - `needed_oids(identifier)`: OIDs referenced by the pending entries that are still missing
-      from the target repositories. Empty means "nothing to fetch": the sync then calls
+      identifier is waiting, or a served repo of it lacks its state's objects (a gap the
+      hourly check found). Cheap; called often.
+    - `needed_oids(identifier)`: OIDs referenced by the pending entries (and the gaps) that
+      are still missing from the target repositories. Empty means "nothing to fetch": the sync then calls
       `process_new_data` once and stops.
     - `clone_urls(identifier)`: candidate URLs, from the repository's announcements and the
       `clone` tags of waiting PRs, in a stable order. Our own origin may be included; the
@@ -77,10 +78,10 @@ class SyncContext(Protocol):
       caller's own deadline (that plus `steps.CONTEXT_DEADLINE_GRACE_S`) is only a backstop,
       and frees the throttle slot while the work may still go on.
     - `process_new_data(identifier)`: the same "new data arrived" step a push runs: release
-      what is now complete. Called after a successful fetch that changed `needed_oids`, and
-      once when a sync finds nothing needed any more. The sync logic serialises its own
-      calls per identifier, but a push may run it at the same time, so it must be safe to
-      call concurrently and repeatedly.
+      what is now complete (and complete the repos with gaps). Called after a successful
+      fetch that changed `needed_oids`, and once when a sync finds nothing needed any more.
+      The sync logic serialises its own calls per identifier, but a push may run it at
+      the same time, so it must be safe to call concurrently and repeatedly.
 
     All query methods are async so the implementation may use the store's async reads.
     """
