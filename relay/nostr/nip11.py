@@ -25,7 +25,34 @@ def _owner_hex(npub: str) -> str:
 
 
 def is_curating(settings: Settings) -> bool:
-    return bool(settings.archive_whitelist or settings.pubkey_blacklist)
+    """Beyond spam prevention: any operator list or archive mode is set."""
+    return bool(settings.archiving or settings.pubkey_blacklist or settings.repository_whitelist
+                or settings.repository_blacklist)
+
+
+def curation(settings: Settings) -> str:
+    """One sentence per list or mode that applies, so clients can tell why a repo is (not) here."""
+    parts: list[str] = []
+    if settings.repository_whitelist:
+        parts.append(f"only {len(settings.repository_whitelist)} listed repositories or authors (npub, "
+                     "npub/identifier or identifier entries) are hosted among those that list this service")
+    if settings.archive_all:
+        parts.append("every repository announcement is archived, listing this service or not")
+    if settings.archive_whitelist:
+        parts.append(f"{len(settings.archive_whitelist)} listed repositories or authors are archived although "
+                     "they do not list this service")
+    if settings.archive_grasp_services:
+        parts.append("repositories whose clone URLs name " + ", ".join(settings.archive_grasp_services)
+                     + " are archived")
+    if settings.archiving:
+        parts.append("archived repositories are read-only here (their data comes only by sync)"
+                     if settings.archive_read_only else "archived repositories also accept pushes")
+    if settings.repository_blacklist:
+        parts.append(f"{len(settings.repository_blacklist)} repositories or authors are refused, whatever "
+                     "lists them, with every event tagging them")
+    if settings.pubkey_blacklist:
+        parts.append(f"{len(settings.pubkey_blacklist)} authors are blocked for every kind of event")
+    return "The operator curates beyond spam prevention: " + "; ".join(parts) + "."
 
 
 def relay_information(settings: Settings) -> dict[str, Any]:
@@ -36,11 +63,7 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "pubkey": _owner_hex(settings.owner_npub),
         "contact": settings.relay_contact,
         "supported_nips": sorted(SUPPORTED_NIPS + ([NEGENTROPY_NIP] if settings.negentropy_enabled else [])),
-        # GRASP-02 while proactive sync is on; GRASP-05 (archive) only when the operator
-        # whitelists repos that do not list us
-        "supported_grasps": ["GRASP-01"]
-        + (["GRASP-02"] if settings.peer_sync_enabled and settings.sync_enabled else [])
-        + (["GRASP-05"] if settings.archive_whitelist else []),
+        "supported_grasps": supported_grasps(settings),
         "software": SOFTWARE,
         "version": __version__,
         "repo_acceptance_criteria": (
@@ -84,9 +107,16 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         if not doc[name]:
             del doc[name]
     if is_curating(settings):
-        doc["curation"] = (
-            "The operator curates beyond spam prevention: "
-            + ("archived repositories are whitelisted; " if settings.archive_whitelist else "")
-            + ("some authors are blocked." if settings.pubkey_blacklist else "")
-        ).strip()
+        doc["curation"] = curation(settings)
     return doc
+
+
+def supported_grasps(settings: Settings) -> list[str]:
+    """Exactly what is on: GRASP-02 while proactive sync is, GRASP-05 while an archive mode
+    is (repos that do not list us are accepted), GRASP-06 while `/prs/` is served."""
+    grasps = ["GRASP-01"]
+    if settings.peer_sync_enabled and settings.sync_enabled:
+        grasps.append("GRASP-02")
+    if settings.archiving:
+        grasps.append("GRASP-05")
+    return grasps
