@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         default_factory=list, description="never host or archive these repositories, nor store events tagging "
         "them; beats every whitelist (npub, npub/identifier or identifier entries)")
 
+    # --- GRASP-06: contributor repos at /prs/<npub>/<identifier>.git --------------------
+    grasp06_enabled: bool = Field(
+        False, description="serve /prs/<npub>/<identifier>.git: anyone may push a PR's tip there as "
+        "refs/nostr/<event-id>, served once the PR event naming it is released")
+
     # --- who speaks for a repository (NIP-11 `limitation`) -----------------------------
     maintainer_walk_max_rounds: int = Field(
         6, ge=1, le=100, description="levels of maintainer appointment read from a repo's owner "
@@ -301,6 +306,21 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Push bodies are received here in full before their repo is locked."""
         return self.data_dir / "spool"
+
+    @property
+    def prs_dir(self) -> Path:
+        """GRASP-06 contributor repos: only refs/nostr refs whose PR event was released."""
+        return self.data_dir / "prs"
+
+    @property
+    def prs_pending_dir(self) -> Path:
+        """refs/nostr pushes to /prs/ wait here, never served, until a PR event claims them."""
+        return self.data_dir / "prs-pending"
+
+    @property
+    def prs_empty_repo(self) -> Path:
+        """One empty bare repo answering every /prs/ path that holds nothing yet."""
+        return self.data_dir / "prs-empty.git"
 
     @property
     def pending_dir(self) -> Path:

@@ -119,4 +119,6 @@ def supported_grasps(settings: Settings) -> list[str]:
         grasps.append("GRASP-02")
     if settings.archiving:
         grasps.append("GRASP-05")
+    if settings.grasp06_enabled:
+        grasps.append("GRASP-06")
     return grasps

@@ -110,6 +110,11 @@ class RepoStore:
         """Pending repos left without a ref (a crash between a claim and the removal): gone."""
         return pending.remove_empty_pending(self.pending_dir)
 
+    def remove_empty_repos(self) -> int:
+        """Repos holding no ref at all: gone (GRASP-06 contributor repos, which are only
+        their PR refs; never used on announced repos, whose emptiness means "not pushed yet")."""
+        return pending.remove_empty_repos(self.repos_dir)
+
     # --- refs of one repo, by path (`refs`) ---------------------------------------------
     refs = staticmethod(git_refs.branches_and_tags)
     all_refs = staticmethod(git_refs.all_refs)

@@ -35,6 +35,9 @@ Choices the protocol leaves open (see grasp-protocol.md, "Which events are accep
 - PRs (1618) and PR updates (1619) must name a *served* repository and carry a `c` tip; they
   go to the purgatory. A PR update finds its repository through its root PR (`E`), falling
   back to its own `a` tags.
+- GRASP-06 (when on): a PR or PR update those rules refuse is still held when it points at
+  its signer's contributor repo here (`contributors`): a `clone` URL
+  `/prs/<signer npub>/<identifier>.git` whose identifier is the `d` of a repository it tags.
 - Deletions (kind 5) are stored when they name at least one known event or address of their
   own author: deleting is harmless, but storing deletions of nothing would let anyone
   park arbitrary kind-5 events here. A deleted announcement is no longer served, so it
@@ -54,7 +57,7 @@ Choices the protocol leaves open (see grasp-protocol.md, "Which events are accep
 The package, by job: `verdict` (what a rule returns, what it may ask the store), `context`
 (the settings the rules read), one module per family of rules (`access`: blacklist and
 ephemeral; `standalone`: GRASP lists and deletions; `repositories`: announcements and
-states; `graph`: PRs and everything anchored to the served graph) and `rules` (their order
+states; `contributors`: GRASP-06 PRs; `graph`: PRs and everything anchored to the served graph) and `rules` (their order
 and `decide`). The names importers use are re-exported here, so `from relay.nostr import
 policy` then `policy.decide(...)` reads as before."""
 

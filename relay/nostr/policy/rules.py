@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from relay.nostr.policy.access import blacklist_rule, ephemeral_rule, repository_blacklist_rule
 from relay.nostr.policy.context import PolicyContext
+from relay.nostr.policy.contributors import contributor_pr_rule
 from relay.nostr.policy.graph import graph_rule, pull_request_rule
 from relay.nostr.policy.repositories import announcement_rule, state_rule
 from relay.nostr.policy.standalone import deletion_rule, grasp_list_rule
@@ -23,6 +24,7 @@ RULES: tuple[Rule, ...] = (
     deletion_rule,
     announcement_rule,
     state_rule,
+    contributor_pr_rule,
     pull_request_rule,
     graph_rule,
 )
