@@ -149,7 +149,8 @@ async def open_components(settings: Settings, live: Live) -> Components:
 
     after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
     ingest = Ingest(store.view, store.save, live, metrics, holding.accept, after_store)
-    pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data)
+    pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data,
+                      context=lambda: live.policy_context)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
                   metrics=metrics)
     prs_git = None

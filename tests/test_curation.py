@@ -115,3 +115,22 @@ def test_archive_services_are_bare_hosts() -> None:
         settings(archive_grasp_services="https://github.com/")
     assert settings(archive_grasp_services="GitHub.com relay.ngit.dev:443").archive_grasp_services == [
         "github.com", "relay.ngit.dev:443"]
+
+
+def test_push_rules_blacklist_and_read_only_archive() -> None:
+    from relay.nostr.policy.pushes import READ_ONLY_ARCHIVE, push_refusal
+
+    hosted, mirror = ann("A"), ann("A", clone=False, relay=False)
+    archiving = PolicyContext(DOMAIN, archive_all=True, archive_read_only=True)
+    assert push_refusal(PK["A"], "repo", mirror, archiving) == READ_ONLY_ARCHIVE
+    assert push_refusal(PK["A"], "repo", hosted, archiving) is None  # lists us: hosted, not archived
+    assert push_refusal(PK["A"], "repo", mirror, PolicyContext(DOMAIN, archive_all=True)) is None
+    blocked = PolicyContext(DOMAIN, repository_blacklist=repos("repo"))
+    assert "does not accept repository" in (push_refusal(PK["A"], "repo", hosted, blocked) or "")
+    assert push_refusal(PK["A"], "other", None, blocked) is None
+
+
+def test_read_only_applies_only_while_archiving() -> None:
+    assert not PolicyContext.from_settings(settings()).archive_read_only
+    assert PolicyContext.from_settings(settings(archive_whitelist="repo")).archive_read_only
+    assert not PolicyContext.from_settings(settings(archive_all=True, archive_read_only=False)).archive_read_only

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from storage.nostr.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, announcement, issue, now, npub_of, pubkey_of, wait_log
+from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, announcement, issue, now, npub_of, pubkey_of, state, \
+    wait_log
+from tests.gitutil import commit, make_repo, push, remote_refs, rev
+from tests.test_sync_daemon import FAST_SYNC, wait_served
+from tests.upstream import Upstream
 from tests.test_relay_daemon import served_repo
 
 
@@ -82,5 +89,71 @@ async def test_sighup_changes_the_curation_lists(start_daemon, tmp_path: Path) -
         assert (await client.publish(announcement(BOB, daemon.domain, "third")))[0]
         assert (await client.publish(elsewhere(CAROL, "mirror")))[0]
         assert "GRASP-05" in nip11(daemon)["supported_grasps"]
+    finally:
+        await client.close()
+
+
+def archived(secret: str, identifier: str, clone: str) -> Any:
+    """An announcement listing one other git server only (what GRASP-05 archives take)."""
+    tags = [["d", identifier], ["name", identifier], ["clone", clone], ["relays", "wss://relay.example.org"]]
+    return sign_event(secret, 30617, "", tags, now())
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Upstream]:
+    up = Upstream(tmp_path / "up", "127.0.0.1").start()
+    yield up
+    up.stop()
+
+
+async def test_read_only_archive_of_listed_services_takes_data_only_by_sync(start_daemon, upstream,
+                                                                         tmp_path: Path) -> None:
+    daemon = start_daemon(archive_grasp_services=upstream.domain, **FAST_SYNC)
+    doc = nip11(daemon)
+    assert "GRASP-05" in doc["supported_grasps"] and "read-only" in doc["curation"]
+    work = make_repo(tmp_path / "w", commits=2)
+    upstream.make_repo("proj", work)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        ann = archived(ALICE, "proj", upstream.url_for("proj"))
+        st = state(ALICE, "proj", {"refs/heads/main": rev(work)})
+        for event in (ann, st):
+            ok, msg = await client.publish(event)
+            assert ok and msg.startswith("purgatory:"), msg
+        await wait_served(client, [ann.id, st.id])
+        url = f"{daemon.http_url}/{npub_of(ALICE)}/proj.git"
+        assert remote_refs(url)["refs/heads/main"] == rev(work)
+        # a push, even one a signed state would authorise, is refused: data comes by sync only
+        commit(work, "more.txt")
+        ok, msg = await client.publish(state(ALICE, "proj", {"refs/heads/main": rev(work)}, created_at=now() + 1))
+        assert ok, msg
+        refused = push(work, url, "main")
+        assert refused.returncode != 0 and "read-only archive" in refused.stdout + refused.stderr
+        refused = push(work, url, f"{rev(work)}:refs/nostr/{'a' * 64}")
+        assert refused.returncode != 0 and "read-only archive" in refused.stdout + refused.stderr
+        # another service's announcement is not archived
+        ok, msg = await client.publish(archived(BOB, "proj", "https://git.example.org/x/proj.git"))
+        assert not ok and "clone tag" in msg
+    finally:
+        await client.close()
+
+
+async def test_writable_archive_all_takes_signed_pushes(start_daemon, tmp_path: Path) -> None:
+    daemon = start_daemon(archive_all="true", archive_read_only="false",
+                          repository_blacklist=f"{npub_of(BOB)}/proj")
+    doc = nip11(daemon)
+    assert "GRASP-05" in doc["supported_grasps"] and "also accept pushes" in doc["curation"]
+    work = make_repo(tmp_path / "w", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        for event in (archived(ALICE, "proj", "https://git.example.org/a/proj.git"),
+                      state(ALICE, "proj", {"refs/heads/main": rev(work)})):
+            ok, msg = await client.publish(event)
+            assert ok and msg.startswith("purgatory:"), msg
+        pushed = push(work, f"{daemon.http_url}/{npub_of(ALICE)}/proj.git", "main")
+        assert pushed.returncode == 0, pushed.stderr
+        # archive all, but the blacklist still beats it
+        ok, msg = await client.publish(archived(BOB, "proj", "https://git.example.org/b/proj.git"))
+        assert not ok and "does not accept repository" in msg
     finally:
         await client.close()

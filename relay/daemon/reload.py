@@ -21,7 +21,7 @@ from relay.nostr.protocol import Limits
 #: per-connection rates, open ones keep those they started with
 RELOADABLE: frozenset[str] = frozenset({
     "log_level",
-    "archive_whitelist", "archive_all", "archive_grasp_services", "pubkey_blacklist",
+    "archive_whitelist", "archive_all", "archive_grasp_services", "archive_read_only", "pubkey_blacklist",
     "repository_whitelist", "repository_blacklist",
     "relay_name", "relay_description", "relay_contact", "owner_npub",
     "trusted_proxies",

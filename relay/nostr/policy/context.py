@@ -42,6 +42,8 @@ class PolicyContext:
     #: GRASP-06: PRs pointing at their signer's /prs/ repo here are held although no
     #: repository they name is served
     grasp06: bool = False
+    #: GRASP-05: archived repositories take no push (only while an archive mode is on)
+    archive_read_only: bool = False
     walk: nip34.WalkLimits = nip34.WalkLimits()
     #: "Now" for the maintainer walk (role entries are judged at a moment); tests pin it.
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -60,7 +62,8 @@ class PolicyContext:
                    RepoList.parse(settings.repository_whitelist, "repository_whitelist"),
                    RepoList.parse(settings.repository_blacklist, "repository_blacklist"),
                    settings.archive_all, tuple(settings.archive_grasp_services),
-                   settings.grasp06_enabled, nip34.WalkLimits.of(settings))
+                   settings.grasp06_enabled, settings.archiving and settings.archive_read_only,
+                   nip34.WalkLimits.of(settings))
 
     def archive_whitelisted(self, pubkey: str, identifier: str) -> bool:
         return self.archive.matches(pubkey, identifier)
