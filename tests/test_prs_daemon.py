@@ -7,6 +7,7 @@ NIP-11 advertising GRASP-06 exactly when it is on."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from storage.nostr.event import Event, sign_event
@@ -199,3 +200,50 @@ async def test_repos_left_with_no_ref_are_removed(start_daemon, tmp_path: Path) 
         git("init", "-q", "--bare", str(data / root / npub_of(BOB) / "left.git"))
     daemon.start()
     assert not (data / "prs" / npub_of(BOB)).exists() and not (data / "prs-pending" / npub_of(BOB)).exists()
+
+
+async def test_prs_pushes_have_the_refs_nostr_limits(start_daemon, tmp_path: Path) -> None:
+    """The size cap of refs/nostr pushes, and one per-address window shared with the refs/nostr
+    pushes to announced repos."""
+    daemon = start_daemon(grasp06_enabled="true", nostr_ref_pushes_per_ip_per_hour="2",
+                          nostr_ref_push_max_bytes="65536")
+    work = make_repo(tmp_path / "work", commits=1)
+    base = rev(work)
+    (work / "big.bin").write_bytes(os.urandom(200_000))
+    big = commit(work, "big-marker.txt")
+    path = f"/prs/{npub_of(CAROL)}/repo.git/git-receive-pack"
+    status, answer = raw_post(daemon, path, commands((Z, big, f"refs/nostr/{'a' * 64}")) + pack_of(work, big))
+    assert status == 413 and b"refs/nostr push exceeds the limit of 65536 bytes" in answer
+    assert not (daemon.data_dir / "prs-pending" / npub_of(CAROL) / "repo.git").exists()
+    status, answer = raw_post(daemon, path, commands((Z, base, f"refs/nostr/{'b' * 64}")) + pack_of(work, base))
+    assert status == 200 and b"ok refs/nostr/" in answer
+    status, answer = raw_post(daemon, path, commands((Z, base, f"refs/nostr/{'c' * 64}")) + pack_of(work, base))
+    assert status == 200 and b"rate-limited: more than 2 refs/nostr pushes per hour" in answer
+    assert pending_refs(daemon, CAROL, "repo") == {f"refs/nostr/{'b' * 64}": base}
+
+
+async def test_hostile_requests_on_unknown_prs_paths(start_daemon, tmp_path: Path) -> None:
+    """Junk bodies, wrong methods and the bare path get an answer; nothing is created and the
+    daemon keeps serving."""
+    import http.client
+
+    daemon = start_daemon(grasp06_enabled="true")
+    base = f"/prs/{npub_of(CAROL)}/repo.git"
+    for method, path, body, expected in (
+            # git itself refuses the junk request against the empty repo ("git failed")
+            ("POST", f"{base}/git-upload-pack", b"0032want nonsense\n00000009done\n", 500),
+            ("POST", f"{base}/git-receive-pack", b"zzzz", 400),
+            ("GET", f"{base}/git-receive-pack", b"", 405), ("GET", base, b"", 404),
+            ("GET", f"{base}/info/refs?service=git-upload-archive", b"", 403),
+            ("GET", f"{base}/info/refs", b"", 403),
+            ("GET", f"{base}/objects/info/packs", b"", 404)):
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+        try:
+            conn.request(method, path, body=body or None)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        assert status == expected, (method, path, status)
+    assert daemon.get("/health")[0] == 200 and "Traceback" not in daemon.log_text()
+    for root in ("prs", "prs-pending"):
+        assert not (daemon.data_dir / root).exists() or not list((daemon.data_dir / root).iterdir())
