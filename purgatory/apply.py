@@ -153,9 +153,13 @@ class Release:
                 paths.insert(0, (prs_repos, await asyncio.to_thread(prs_repos.ensure, pr.event.pubkey, contributor)))
             for store, target in paths:
                 async with store.lock(target):
-                    if pr.source != target:
-                        await self.repos.copy_objects_async(pr.source, target, [pr.tip])
-                    await asyncio.to_thread(self.repos.set_ref, target, name, pr.tip)
+                    try:
+                        if pr.source != target:
+                            await self.repos.copy_objects_async(pr.source, target, [pr.tip])
+                        await asyncio.to_thread(self.repos.set_ref, target, name, pr.tip)
+                    finally:
+                        if store is not self.repos:  # a contributor repo is only its PR refs
+                            await asyncio.to_thread(store.remove_if_empty, target)
             await self.placeholders.claim(identifier, pr.event.id,
                                           pr.event.pubkey if contributor is not None else None)
 

@@ -90,10 +90,15 @@ def settings(**values: object) -> Settings:
 def test_nip11_advertises_exactly_what_is_on() -> None:
     plain = nip11.relay_information(settings())
     assert plain["supported_grasps"] == ["GRASP-01", "GRASP-02"] and "curation" not in plain
+    assert "archived" not in plain["repo_acceptance_criteria"] and "/prs/" not in plain["repo_acceptance_criteria"]
+    prs = nip11.relay_information(settings(grasp06_enabled=True))
+    assert prs["supported_grasps"] == ["GRASP-01", "GRASP-02", "GRASP-06"] and "curation" not in prs
+    assert f"http(s)://{DOMAIN}/prs/<npub>/<identifier>.git" in prs["repo_acceptance_criteria"]
     for on in ({"archive_all": True}, {"archive_whitelist": "repo"}, {"archive_grasp_services": "github.com"}):
         doc = nip11.relay_information(settings(**on))
         assert doc["supported_grasps"] == ["GRASP-01", "GRASP-02", "GRASP-05"]
         assert "archived" in doc["curation"] and "read-only" in doc["curation"]
+        assert "archived when" in doc["repo_acceptance_criteria"]
     writable = nip11.relay_information(settings(archive_all=True, archive_read_only=False))
     assert "also accept pushes" in writable["curation"]
     for name, word in (("repository_whitelist", "hosted"), ("repository_blacklist", "refused"),

@@ -96,3 +96,20 @@ def test_policy_holds_a_contributor_pr_only_when_on() -> None:
     # a repo served here: the GRASP-01 verdict stands
     served = decide(event, FakeView().serve(ann("A")), PolicyContext(DOMAIN, grasp06=True))
     assert served.action == "purgatory" and served.owners == (PK["A"],)
+
+
+def test_repo_store_removes_only_empty_repos(tmp_path: Path) -> None:
+    from storage.repos import RepoStore
+    from tests.gitutil import make_repo, rev
+
+    store = RepoStore(tmp_path / "prs", pending_dir=tmp_path / "prs-pending")
+    empty = store.ensure(PK["B"], "empty")
+    held = store.ensure(PK["B"], "held")
+    work = make_repo(tmp_path / "work", commits=1)
+    store.ensure_pending(PK["B"], "empty")
+    store.copy_objects(work / ".git", held, [rev(work)])
+    store.set_ref(held, "refs/nostr/" + "a" * 64, rev(work))
+    assert store.remove_if_empty(empty) and not empty.exists()
+    assert store.pending_exists(PK["B"], "empty")  # its pending area is not the repo's to drop
+    assert not store.remove_if_empty(held) and held.exists()
+    assert store.remove_empty_repos() == 0 and store.remove_empty_pending() == 1

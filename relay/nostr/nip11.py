@@ -106,9 +106,28 @@ def relay_information(settings: Settings) -> dict[str, Any]:
     for name in ("pubkey", "contact"):
         if not doc[name]:
             del doc[name]
+    doc["repo_acceptance_criteria"] += "".join(_criteria_additions(settings))
     if is_curating(settings):
         doc["curation"] = curation(settings)
     return doc
+
+
+def _criteria_additions(settings: Settings) -> list[str]:
+    """What the lists, archive modes and GRASP-06 add to the acceptance criteria, so the
+    sentence stays true whatever is on (details in `curation`)."""
+    extra: list[str] = []
+    if settings.repository_whitelist:
+        extra.append(" Only repositories the operator lists are hosted among those that list this service.")
+    if settings.archiving:
+        extra.append(" Announcements that do not list this service are archived when the operator's archive "
+                     "modes take them (see curation).")
+    if settings.repository_blacklist or settings.pubkey_blacklist:
+        extra.append(" Some repositories or authors are refused whatever else applies.")
+    if settings.grasp06_enabled:
+        extra.append(f" A pull request (1618/1619) naming no repository served here is accepted when its clone "
+                     f"tag names its signer's http(s)://{settings.domain}/prs/<npub>/<identifier>.git, with "
+                     f"<identifier> the d of a repository it tags.")
+    return extra
 
 
 def supported_grasps(settings: Settings) -> list[str]:

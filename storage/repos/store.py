@@ -115,6 +115,13 @@ class RepoStore:
         their PR refs; never used on announced repos, whose emptiness means "not pushed yet")."""
         return pending.remove_empty_repos(self.repos_dir)
 
+    def remove_if_empty(self, path: Path) -> bool:
+        """Remove the repo at `path` (not its pending area) when it holds no ref; True if it did."""
+        if not (path / "HEAD").is_file() or git_refs.all_refs(path):
+            return False
+        remove_tree(path)
+        return True
+
     # --- refs of one repo, by path (`refs`) ---------------------------------------------
     refs = staticmethod(git_refs.branches_and_tags)
     all_refs = staticmethod(git_refs.all_refs)
