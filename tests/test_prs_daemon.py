@@ -121,6 +121,16 @@ async def test_pr_for_a_repo_not_served_here_is_taken_through_its_prs_url(start_
         assert remote_refs(prs_url(daemon, CAROL, "far")) == {f"refs/nostr/{pr.id}": tip}
         clone = git("clone", "-q", prs_url(daemon, CAROL, "far"), str(tmp_path / "c"), check=False)
         assert clone.returncode == 0
+        # a PR update finds its repository through its root PR
+        tip2 = commit(work, "update.txt")
+        update = sign_event(CAROL, 1619, "", [["E", pr.id], ["P", pubkey_of(CAROL)], ["c", tip2],
+                                              ["clone", prs_url(daemon, CAROL, "far")]], now() + 1)
+        ok, msg = await client.publish(update)
+        assert ok and msg.startswith("purgatory:"), msg
+        assert push(work, prs_url(daemon, CAROL, "far"), f"{tip2}:refs/nostr/{update.id}").returncode == 0
+        assert await ids_served(client, update.id) == {update.id}
+        assert remote_refs(prs_url(daemon, CAROL, "far")) == {f"refs/nostr/{pr.id}": tip,
+                                                              f"refs/nostr/{update.id}": tip2}
     finally:
         await client.close()
 
