@@ -67,8 +67,29 @@ class Settings(BaseSettings):
         "acceptance policy and the purgatory (0: none)")
 
     # --- curation (GRASP-05 archive and operator lists) ---------------------------------
-    archive_whitelist: StrList = Field(default_factory=list)
-    pubkey_blacklist: StrList = Field(default_factory=list)
+    archive_whitelist: StrList = Field(
+        default_factory=list, description="GRASP-05: archive these repositories although they do not list "
+        "us (npub, npub/identifier or identifier entries)")
+    archive_all: bool = Field(False, description="GRASP-05: archive every announcement, listing us or not")
+    archive_grasp_services: StrList = Field(
+        default_factory=list, description="GRASP-05: archive announcements whose clone URLs name one of these "
+        "GRASP services (host[:port])")
+    archive_read_only: bool = Field(
+        True, description="archived repositories (those not listing us) refuse pushes: their data comes only by "
+        "sync (only matters while an archive mode is on)")
+    pubkey_blacklist: StrList = Field(
+        default_factory=list, description="authors whose events are refused, every kind (npub or hex)")
+    repository_whitelist: StrList = Field(
+        default_factory=list, description="when set, host only these of the repositories that list us "
+        "(npub, npub/identifier or identifier entries)")
+    repository_blacklist: StrList = Field(
+        default_factory=list, description="never host or archive these repositories, nor store events tagging "
+        "them; beats every whitelist (npub, npub/identifier or identifier entries)")
+
+    # --- GRASP-06: contributor repos at /prs/<npub>/<identifier>.git --------------------
+    grasp06_enabled: bool = Field(
+        False, description="serve /prs/<npub>/<identifier>.git: anyone may push a PR's tip there as "
+        "refs/nostr/<event-id>, served once the PR event naming it is released")
 
     # --- who speaks for a repository (NIP-11 `limitation`) -----------------------------
     maintainer_walk_max_rounds: int = Field(
@@ -183,7 +204,8 @@ class Settings(BaseSettings):
     negentropy_query_budget_s: float = Field(
         2, gt=0, description="wall time the read of a NEG-OPEN's items may hold a store reader")
 
-    @field_validator("archive_whitelist", "pubkey_blacklist", "trusted_proxies", mode="before")
+    @field_validator("archive_whitelist", "archive_grasp_services", "pubkey_blacklist", "repository_whitelist",
+                     "repository_blacklist", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
@@ -217,10 +239,20 @@ class Settings(BaseSettings):
     def _pubkeys(cls, value: list[str]) -> list[str]:
         return [values.check_pubkey(entry) for entry in value]
 
-    @field_validator("archive_whitelist")
+    @field_validator("archive_whitelist", "repository_whitelist", "repository_blacklist")
     @classmethod
     def _archive(cls, value: list[str]) -> list[str]:
         return [values.check_archive_entry(entry) for entry in value]
+
+    @field_validator("archive_grasp_services")
+    @classmethod
+    def _services(cls, value: list[str]) -> list[str]:
+        return [values.check_domain(entry) for entry in value]
+
+    @property
+    def archiving(self) -> bool:
+        """Is a GRASP-05 archive mode on (repositories that do not list us are accepted)?"""
+        return bool(self.archive_all or self.archive_whitelist or self.archive_grasp_services)
 
     @field_validator("owner_npub")
     @classmethod
@@ -281,6 +313,21 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Push bodies are received here in full before their repo is locked."""
         return self.data_dir / "spool"
+
+    @property
+    def prs_dir(self) -> Path:
+        """GRASP-06 contributor repos: only refs/nostr refs whose PR event was released."""
+        return self.data_dir / "prs"
+
+    @property
+    def prs_pending_dir(self) -> Path:
+        """refs/nostr pushes to /prs/ wait here, never served, until a PR event claims them."""
+        return self.data_dir / "prs-pending"
+
+    @property
+    def prs_empty_repo(self) -> Path:
+        """One empty bare repo answering every /prs/ path that holds nothing yet."""
+        return self.data_dir / "prs-empty.git"
 
     @property
     def pending_dir(self) -> Path:

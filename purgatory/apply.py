@@ -65,7 +65,7 @@ class Release:
             # needs from the store (read on the loop) gathered first
             locator = self.locator
             anns = locator.announcements(identifier)
-            paths = locator.sources(identifier, anns)
+            paths = locator.sources(identifier, anns) + self._contributor_sources(entries)
             authors = {e.event.pubkey for e in entries if e.event.kind == nip34.STATE}
             owners = {author: locator.owners_of(author, anns) for author in authors}
             plan = await asyncio.to_thread(
@@ -116,18 +116,50 @@ class Release:
             elif self.repos.exists(owner, identifier):
                 await align(self.repos, newest.source, self.repos.path(owner, identifier), newest.refs, newest.head)
 
+    def _contributor_sources(self, entries: list[HeldEntry]) -> list[Path]:
+        """For held GRASP-06 PRs: their signers' contributor repos here (served and pending),
+        where the tip was pushed."""
+        prs = self.placeholders.prs
+        if prs is None:
+            return []
+        paths: list[Path] = []
+        for entry in entries:
+            ident = self.placeholders.prs_identifier(entry.event)
+            if ident is None:
+                continue
+            owner = entry.event.pubkey
+            if prs.exists(owner, ident):
+                paths.append(prs.path(owner, ident))
+            if prs.pending_exists(owner, ident):
+                paths.append(prs.pending_path(owner, ident))
+        return paths
+
     async def _write_pr_refs(self, identifier: str, prs: list[release.PrRelease]) -> None:
         """A released PR's ref goes into the served repos it names, with its objects; the
-        pushes that waited for it in pending areas are then claimed (and removed)."""
+        pushes that waited for it in pending areas are then claimed (and removed). A GRASP-06
+        PR's ref also goes into its signer's contributor repo (created now: it serves only
+        released PR refs) and is mirrored, one way, into every announced repo of the
+        identifier, where maintainers look for it."""
         for pr in prs:
             name = nip34.PR_REF_PREFIX + pr.event.id
-            for owner, ident in self.placeholders.pr_repos(pr.event):
-                if not self.repos.exists(owner, ident):
-                    continue
-                target = self.repos.path(owner, ident)
-                async with self.repos.lock(target):
-                    if pr.source != target:
-                        await self.repos.copy_objects_async(pr.source, target, [pr.tip])
-                    await asyncio.to_thread(self.repos.set_ref, target, name, pr.tip)
-            await self.placeholders.claim(identifier, pr.event.id)
+            contributor = self.placeholders.prs_identifier(pr.event)
+            targets = [(o, i) for o, i in self.placeholders.pr_repos(pr.event) if self.repos.exists(o, i)]
+            if contributor is not None:
+                targets += [(o, contributor) for o in self.locator.announcements(contributor).owners
+                            if (o, contributor) not in targets and self.repos.exists(o, contributor)]
+            paths = [(self.repos, self.repos.path(o, i)) for o, i in targets]
+            if contributor is not None and self.placeholders.prs is not None:
+                prs_repos = self.placeholders.prs
+                paths.insert(0, (prs_repos, await asyncio.to_thread(prs_repos.ensure, pr.event.pubkey, contributor)))
+            for store, target in paths:
+                async with store.lock(target):
+                    try:
+                        if pr.source != target:
+                            await self.repos.copy_objects_async(pr.source, target, [pr.tip])
+                        await asyncio.to_thread(self.repos.set_ref, target, name, pr.tip)
+                    finally:
+                        if store is not self.repos:  # a contributor repo is only its PR refs
+                            await asyncio.to_thread(store.remove_if_empty, target)
+            await self.placeholders.claim(identifier, pr.event.id,
+                                          pr.event.pubkey if contributor is not None else None)
 

@@ -70,6 +70,8 @@ TABLE: tuple[Transition, ...] = (
                "placeholders.event_arrived (intake), or the sweeper finding the event known"),
     Transition(PLACEHOLDER, DEADLINE, REMOVED, "placeholders.expire_due (the sweeper)"),
     Transition(WAITING, CONTRADICTED, REMOVED, "placeholders.event_arrived (intake)"),
+    Transition(PLACEHOLDER, CONTRADICTED, REMOVED,
+               "placeholders.event_arrived: a /prs/ ref whose event is not its signer's PR for that identifier"),
     Transition(WAITING, DATA_HERE, CLAIMED, "apply.Release.on_git_data -> placeholders.claim"),
     Transition(WAITING, EVENT_EXPIRED, REMOVED, "holding.Holding.expire_due -> placeholders.event_expired"),
 )

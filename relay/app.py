@@ -27,6 +27,7 @@ from relay.daemon.reload import Live
 from relay.daemon.reload import plan as reload_plan
 from relay.nostr.websocket import Connection
 from relay import ratelimit
+from relay.git.prs import parse_prs_path
 from relay.git.smart_http import parse_git_path
 from storage.repos import BadRepoPath, owner_pubkey, validate_identifier
 
@@ -181,6 +182,11 @@ class Relay:
             metrics.set_purgatory_pending(sum((await self.components.store.held_counts()).values()))
             body, content_type = metrics.render()
             await respond(send, 200, body, content_type, head=head)
+            return
+        prs_path = parse_prs_path((scope.get("raw_path") or path.encode()).decode("latin-1"))
+        if prs_path is not None and self.components.prs_git is not None:  # GRASP-06, when on
+            ratelimit.current_client.set(self.client_ip(scope))
+            await self.components.prs_git.handle(scope, receive, send, *prs_path)
             return
         git_path = parse_git_path((scope.get("raw_path") or path.encode()).decode("latin-1"))
         if git_path is not None:

@@ -15,6 +15,8 @@ construction.
                                      └─> served-data check (hourly; records gaps, enqueues)
     ingest (view, save, policy via live, holding.accept, after-store hooks)
     push gate (view, held, repos, placeholders.expect_pr / release.on_git_data) ─> git smart HTTP
+    GRASP-06, when on: contributor repos (a second RepoStore) ─> placeholders, release;
+        their pushes (view, placeholders.expect_prs_pr, release.on_git_data) ─> /prs/ smart HTTP
     peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
 
 Hooks are explicit lists, run in order, as khatru keeps them: `after_store` runs after an
@@ -26,6 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pygit2
 import structlog
 
 from config import Settings
@@ -46,6 +49,7 @@ from relay.nostr.ingest import AfterStore, Ingest
 from relay.metrics import MetricsSink, build_metrics
 from relay.nostr.outbox import OutboxTotals
 from relay.peers.sync import PeerSync
+from relay.git.prs import PrsPushes
 from relay.git.push_gate import PushGate
 from relay.daemon.reload import Live
 from relay.nostr.subscriptions import Subscriptions
@@ -81,6 +85,8 @@ class Components:
     connection_parts: ConnectionParts
     after_store: tuple[AfterStore, ...]
     after_release: tuple[AfterRelease, ...]
+    #: GRASP-06 `/prs/` smart HTTP (None: off, the paths answer 404)
+    prs_git: GitHttp | None = None
 
     async def start(self) -> None:
         """Start the background work: the purgatory's sweeper (in `holding`), the sync loops, the peers;
@@ -124,8 +130,9 @@ async def open_components(settings: Settings, live: Live) -> Components:
     after_release: tuple[AfterRelease, ...] = (broadcast,)
     quarantines = Quarantines(settings.data_dir / "quarantine")
     locator = Locator(repos, store.view, store, quarantines.path, nip34.WalkLimits.of(settings))
+    prs_repos = open_contributor_repos(settings)
     placeholders = Placeholders(store, store.view, repos, lambda ident: locator.announcements(ident).owners,
-                                metrics, settings.purgatory_expiry_s)
+                                metrics, settings.purgatory_expiry_s, prs=prs_repos, domain=settings.domain)
     releases = Release(store, repos, locator, placeholders, quarantines.drop, metrics, after_release=after_release)
     adoption = Adoption(repos, locator, store.view)
     holding = Holding(settings, store, store.view, repos, metrics, on_git_data=releases.on_git_data,
@@ -153,12 +160,34 @@ async def open_components(settings: Settings, live: Live) -> Components:
 
     after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
     ingest = Ingest(store.view, store.save, live, metrics, holding.accept, after_store)
-    pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data)
+    pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data,
+                      context=lambda: live.policy_context)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
                   metrics=metrics)
+    prs_git = None
+    if prs_repos is not None:
+        prs_pushes = PrsPushes(settings, store.view.get_event, prs_repos, placeholders.expect_prs_pr,
+                               releases.on_git_data)
+        prs_git = GitHttp(prs_repos, settings, plan=prs_pushes.plan, admit=pushes.admit,
+                          on_pushed=prs_pushes.on_pushed, metrics=metrics, empty=settings.prs_empty_repo)
     peers = PeerSync(settings, live, store, metrics, ingest.publish)
     outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
     parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
     return Components(settings, live, metrics, subscriptions, repos, store, holding, sync, ingest, pushes, git,
-                      peers, integrity, served_data, parts, after_store, after_release)
+                      peers, integrity, served_data, parts, after_store, after_release, prs_git)
+
+
+def open_contributor_repos(settings: Settings) -> RepoStore | None:
+    """GRASP-06 contributor repos, when on: their store, the one empty repo unknown paths
+    answer as, and the start-up clean-up of repos and pending areas left with no ref."""
+    if not settings.grasp06_enabled:
+        return None
+    prs_repos = RepoStore(settings.prs_dir, settings.git_binary, settings.prs_pending_dir)
+    if not (settings.prs_empty_repo / "HEAD").is_file():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        pygit2.init_repository(str(settings.prs_empty_repo), bare=True, initial_head="main")
+    removed = prs_repos.remove_empty_pending() + prs_repos.remove_empty_repos()
+    if removed:
+        log.info("prs_repos_removed", count=removed, reason="no ref left")
+    return prs_repos
 

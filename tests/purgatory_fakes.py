@@ -119,6 +119,10 @@ class FakeStore:
     async def placeholders_due(self, now: float) -> list[tuple[str, str, str]]:
         return [(i, repo, tip) for i, (repo, tip, at) in self.placeholders.items() if at <= now]
 
+    async def placeholder(self, event_id: str) -> tuple[str, str] | None:
+        found = self.placeholders.get(event_id)
+        return (found[0], found[1]) if found else None
+
     async def remove_placeholder(self, event_id: str) -> None:
         self.placeholders.pop(event_id, None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Settings
-from relay.nostr.policy import PURGATORY_MESSAGE, PolicyContext, Verdict, decide, parse_archive_whitelist
+from relay.nostr.policy import PURGATORY_MESSAGE, PolicyContext, RepoList, Verdict, decide, parse_archive_whitelist
 from storage.nostr import nip34
 from storage.nostr.event import Event, sign_event
 
@@ -131,15 +131,13 @@ def test_context_from_settings_decodes_lists_and_skips_junk() -> None:
     ctx = PolicyContext.from_settings(settings)
     assert ctx.domain == DOMAIN
     assert ctx.blacklist == {PK["A"], PK["B"]}
-    assert ctx.whitelist_pubkeys == {PK["C"]}
-    assert ctx.whitelist_repos == {(PK["D"], "kept")}
-    assert ctx.whitelist_identifiers == {"linux"}
+    assert ctx.archive == RepoList(frozenset({PK["C"]}), frozenset({(PK["D"], "kept")}), frozenset({"linux"}))
 
 
 def test_settings_lists_from_env_string(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRASP_ARCHIVE_WHITELIST", f"{NPUB['C']}, linux")
     ctx = PolicyContext.from_settings(Settings())
-    assert ctx.whitelist_pubkeys == {PK["C"]} and ctx.whitelist_identifiers == {"linux"}
+    assert ctx.archive.pubkeys == {PK["C"]} and ctx.archive.identifiers == {"linux"}
 
 
 def test_hex_whitelist_entry_is_an_identifier() -> None:
@@ -228,9 +226,9 @@ def test_announcement_with_unusable_identifier_is_invalid(d: str) -> None:
 
 @pytest.mark.parametrize(
     "ctx",
-    [PolicyContext(DOMAIN, whitelist_pubkeys=frozenset({PK["A"]})),
-     PolicyContext(DOMAIN, whitelist_repos=frozenset({(PK["A"], "repo")})),
-     PolicyContext(DOMAIN, whitelist_identifiers=frozenset({"repo"}))],
+    [PolicyContext(DOMAIN, archive=RepoList(pubkeys=frozenset({PK["A"]}))),
+     PolicyContext(DOMAIN, archive=RepoList(repos=frozenset({(PK["A"], "repo")}))),
+     PolicyContext(DOMAIN, archive=RepoList(identifiers=frozenset({"repo"})))],
 )
 def test_archive_whitelist_accepts_announcements_not_listing_us(ctx: PolicyContext) -> None:
     verdict = decide(ann("A", clone=False, relay=False), FakeView(), ctx)
@@ -239,9 +237,9 @@ def test_archive_whitelist_accepts_announcements_not_listing_us(ctx: PolicyConte
 
 @pytest.mark.parametrize(
     "ctx",
-    [PolicyContext(DOMAIN, whitelist_pubkeys=frozenset({PK["B"]})),
-     PolicyContext(DOMAIN, whitelist_repos=frozenset({(PK["A"], "other"), (PK["B"], "repo")})),
-     PolicyContext(DOMAIN, whitelist_identifiers=frozenset({"other"}))],
+    [PolicyContext(DOMAIN, archive=RepoList(pubkeys=frozenset({PK["B"]}))),
+     PolicyContext(DOMAIN, archive=RepoList(repos=frozenset({(PK["A"], "other"), (PK["B"], "repo")}))),
+     PolicyContext(DOMAIN, archive=RepoList(identifiers=frozenset({"other"})))],
 )
 def test_archive_whitelist_does_not_leak_to_other_repos(ctx: PolicyContext) -> None:
     assert_reject(decide(ann("A", clone=False, relay=False), FakeView(), ctx), "blocked")

@@ -1,7 +1,7 @@
 """What a SIGHUP reload may change in a running relay, and what it says about it.
 
 A setting is reloadable only if the running relay really uses the new value afterwards:
-`Live.apply` rebuilds what was derived from it (the policy's lists, the trusted
+`Live.apply` rebuilds what was derived from it (the policy's curation lists and archive modes, the trusted
 proxy networks, the connection limits, the NIP-01 limits, the log set-up) or the value is
 read afresh on every request (NIP-11 fields). Everything else was captured by a component
 at start (the listening socket, the store, the sync and peer services, git's limits), so a
@@ -21,7 +21,8 @@ from relay.nostr.protocol import Limits
 #: per-connection rates, open ones keep those they started with
 RELOADABLE: frozenset[str] = frozenset({
     "log_level",
-    "archive_whitelist", "pubkey_blacklist",
+    "archive_whitelist", "archive_all", "archive_grasp_services", "archive_read_only", "pubkey_blacklist",
+    "repository_whitelist", "repository_blacklist",
     "relay_name", "relay_description", "relay_contact", "owner_npub",
     "trusted_proxies",
     "max_connections", "max_connections_per_ip",

@@ -16,6 +16,8 @@ from purgatory.ports import HeldReads
 from relay.git import push_auth
 from relay.git.smart_http import RepoRef
 from relay.git.pktline import RefUpdate
+from relay.nostr.policy.context import PolicyContext
+from relay.nostr.policy.pushes import push_refusal
 from relay.ratelimit import KeyedWindows, current_client
 from storage.nostr import nip34
 from storage.nostr.event import Event
@@ -46,8 +48,11 @@ class PushGate:
     entry points by relay/compose.py, never the app."""
 
     def __init__(self, settings: Settings, view: GateView, held: HeldReads, repos: RepoStore, metrics: PushMetrics,
-                 expect_pr: ExpectPr, on_git_data: OnGitData) -> None:
+                 expect_pr: ExpectPr, on_git_data: OnGitData,
+                 context: Callable[[], PolicyContext] | None = None) -> None:
+        """`context` gives the operator's lists as they are now (a reload replaces them)."""
         self.settings = settings
+        self.context = context
         self.view = view
         self.held = held
         self.repos = repos
@@ -74,7 +79,13 @@ class PushGate:
 
     async def plan(self, repo: RepoRef, updates: list[RefUpdate]) -> push_auth.PushPlan:
         """The push rules applied to what is here now: the repo's refs, its pending PR refs,
-        the maintainers' states and the tips of the PR events we know."""
+        the maintainers' states and the tips of the PR events we know; the operator's
+        rules (a blacklisted repository, a read-only archive) first."""
+        if self.context is not None:
+            operator = push_refusal(repo.pubkey, repo.identifier,
+                                    self.view.announcement(repo.pubkey, repo.identifier), self.context())
+            if operator is not None:
+                return push_auth.PushPlan(tuple(updates), tuple(operator for _ in updates))
         candidates = [(s.id, nip34.state_refs(s)[0]) for s in await self.candidate_states(repo)]
         tips: dict[str, str] = {}
         for update in updates:

@@ -18,6 +18,7 @@ the push callback types stay importable from here for the modules that import th
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import structlog
@@ -46,12 +47,16 @@ class GitHttp:
 
     def __init__(self, store: RepoStore, settings: Settings, plan: PlanPush | None = None,
                  admit: Admit = admit_all, on_pushed: OnPushed = ignore_pushed,
-                 metrics: MetricsSink | None = None) -> None:
+                 metrics: MetricsSink | None = None, empty: Path | None = None) -> None:
         """`plan` decides a push against the repo's refs now (called twice: once as the
         commands arrive, again under the repo lock); `admit` applies per-client limits, once
         per push; `on_pushed` runs after a push landed, outside the lock. Without `plan`
-        every push is allowed (benchmarks and tests of the transport)."""
+        every push is allowed (benchmarks and tests of the transport). With `empty` (an
+        empty bare repo), a repo that does not exist answers fetches and push
+        advertisements as that empty repo instead of 404, and takes pushes (GRASP-06
+        contributor repos: nothing is created for a path until a push there is accepted)."""
         self.store = store
+        self.empty = empty
         self.settings = settings
         self.metrics: MetricsSink = metrics or DisabledMetrics()
         self.pace = Pace(settings.git_body_idle_timeout_s, settings.git_body_deadline_s,
@@ -83,8 +88,11 @@ class GitHttp:
             await respond_text(send, 400, f"bad repository path: {exc}\n")
             return
         if not (repo.path / "HEAD").is_file():
-            await respond_text(send, 404, f"repository not found: {npub}/{repo.identifier}.git\n")
-            return
+            if self.empty is None:
+                await respond_text(send, 404, f"repository not found: {npub}/{repo.identifier}.git\n")
+                return
+            if rest != "/git-receive-pack":  # a push lands in the pending area, created then
+                repo = RepoRef(repo.npub, repo.pubkey, repo.identifier, self.empty)
         if rest == "/info/refs" and method in ("GET", "HEAD"):
             await self._info_refs(scope, send, repo, head_only=method == "HEAD")
         elif rest in ("/git-upload-pack", "/git-receive-pack") and method == "POST":

@@ -25,7 +25,34 @@ def _owner_hex(npub: str) -> str:
 
 
 def is_curating(settings: Settings) -> bool:
-    return bool(settings.archive_whitelist or settings.pubkey_blacklist)
+    """Beyond spam prevention: any operator list or archive mode is set."""
+    return bool(settings.archiving or settings.pubkey_blacklist or settings.repository_whitelist
+                or settings.repository_blacklist)
+
+
+def curation(settings: Settings) -> str:
+    """One sentence per list or mode that applies, so clients can tell why a repo is (not) here."""
+    parts: list[str] = []
+    if settings.repository_whitelist:
+        parts.append(f"only {len(settings.repository_whitelist)} listed repositories or authors (npub, "
+                     "npub/identifier or identifier entries) are hosted among those that list this service")
+    if settings.archive_all:
+        parts.append("every repository announcement is archived, listing this service or not")
+    if settings.archive_whitelist:
+        parts.append(f"{len(settings.archive_whitelist)} listed repositories or authors are archived although "
+                     "they do not list this service")
+    if settings.archive_grasp_services:
+        parts.append("repositories whose clone URLs name " + ", ".join(settings.archive_grasp_services)
+                     + " are archived")
+    if settings.archiving:
+        parts.append("archived repositories are read-only here (their data comes only by sync)"
+                     if settings.archive_read_only else "archived repositories also accept pushes")
+    if settings.repository_blacklist:
+        parts.append(f"{len(settings.repository_blacklist)} repositories or authors are refused, whatever "
+                     "lists them, with every event tagging them")
+    if settings.pubkey_blacklist:
+        parts.append(f"{len(settings.pubkey_blacklist)} authors are blocked for every kind of event")
+    return "The operator curates beyond spam prevention: " + "; ".join(parts) + "."
 
 
 def relay_information(settings: Settings) -> dict[str, Any]:
@@ -36,11 +63,7 @@ def relay_information(settings: Settings) -> dict[str, Any]:
         "pubkey": _owner_hex(settings.owner_npub),
         "contact": settings.relay_contact,
         "supported_nips": sorted(SUPPORTED_NIPS + ([NEGENTROPY_NIP] if settings.negentropy_enabled else [])),
-        # GRASP-02 while proactive sync is on; GRASP-05 (archive) only when the operator
-        # whitelists repos that do not list us
-        "supported_grasps": ["GRASP-01"]
-        + (["GRASP-02"] if settings.peer_sync_enabled and settings.sync_enabled else [])
-        + (["GRASP-05"] if settings.archive_whitelist else []),
+        "supported_grasps": supported_grasps(settings),
         "software": SOFTWARE,
         "version": __version__,
         "repo_acceptance_criteria": (
@@ -83,10 +106,38 @@ def relay_information(settings: Settings) -> dict[str, Any]:
     for name in ("pubkey", "contact"):
         if not doc[name]:
             del doc[name]
+    doc["repo_acceptance_criteria"] += "".join(_criteria_additions(settings))
     if is_curating(settings):
-        doc["curation"] = (
-            "The operator curates beyond spam prevention: "
-            + ("archived repositories are whitelisted; " if settings.archive_whitelist else "")
-            + ("some authors are blocked." if settings.pubkey_blacklist else "")
-        ).strip()
+        doc["curation"] = curation(settings)
     return doc
+
+
+def _criteria_additions(settings: Settings) -> list[str]:
+    """What the lists, archive modes and GRASP-06 add to the acceptance criteria, so the
+    sentence stays true whatever is on (details in `curation`)."""
+    extra: list[str] = []
+    if settings.repository_whitelist:
+        extra.append(" Only repositories the operator lists are hosted among those that list this service.")
+    if settings.archiving:
+        extra.append(" Announcements that do not list this service are archived when the operator's archive "
+                     "modes take them (see curation).")
+    if settings.repository_blacklist or settings.pubkey_blacklist:
+        extra.append(" Some repositories or authors are refused whatever else applies.")
+    if settings.grasp06_enabled:
+        extra.append(f" A pull request (1618/1619) naming no repository served here is accepted when its clone "
+                     f"tag names its signer's http(s)://{settings.domain}/prs/<npub>/<identifier>.git, with "
+                     f"<identifier> the d of a repository it tags.")
+    return extra
+
+
+def supported_grasps(settings: Settings) -> list[str]:
+    """Exactly what is on: GRASP-02 while proactive sync is, GRASP-05 while an archive mode
+    is (repos that do not list us are accepted), GRASP-06 while `/prs/` is served."""
+    grasps = ["GRASP-01"]
+    if settings.peer_sync_enabled and settings.sync_enabled:
+        grasps.append("GRASP-02")
+    if settings.archiving:
+        grasps.append("GRASP-05")
+    if settings.grasp06_enabled:
+        grasps.append("GRASP-06")
+    return grasps

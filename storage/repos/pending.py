@@ -25,7 +25,11 @@ def ensure_pending_repo(path: Path, served: Path) -> Path:
         apply_config(repo, path, PENDING_REPO_CONFIG)
     info = path / "objects" / "info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "alternates").write_text(f"{(served / 'objects').resolve()}\n")
+    alternates = info / "alternates"
+    if (served / "objects").is_dir():
+        alternates.write_text(f"{(served / 'objects').resolve()}\n")
+    else:  # a GRASP-06 contributor repo serving nothing yet: the push's pack is complete
+        alternates.unlink(missing_ok=True)
     return path
 
 
@@ -59,3 +63,8 @@ def remove_empty_pending(pending_dir: Path) -> int:
             remove_tree(path)
             removed += 1
     return removed
+
+
+def remove_empty_repos(repos_dir: Path) -> int:
+    """Repos left without any ref (GRASP-06 contributor repos whose last ref went): gone."""
+    return remove_empty_pending(repos_dir)

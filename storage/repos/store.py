@@ -110,6 +110,18 @@ class RepoStore:
         """Pending repos left without a ref (a crash between a claim and the removal): gone."""
         return pending.remove_empty_pending(self.pending_dir)
 
+    def remove_empty_repos(self) -> int:
+        """Repos holding no ref at all: gone (GRASP-06 contributor repos, which are only
+        their PR refs; never used on announced repos, whose emptiness means "not pushed yet")."""
+        return pending.remove_empty_repos(self.repos_dir)
+
+    def remove_if_empty(self, path: Path) -> bool:
+        """Remove the repo at `path` (not its pending area) when it holds no ref; True if it did."""
+        if not (path / "HEAD").is_file() or git_refs.all_refs(path):
+            return False
+        remove_tree(path)
+        return True
+
     # --- refs of one repo, by path (`refs`) ---------------------------------------------
     refs = staticmethod(git_refs.branches_and_tags)
     all_refs = staticmethod(git_refs.all_refs)

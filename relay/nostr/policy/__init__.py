@@ -6,7 +6,12 @@ event on to the next rule, and `decide` runs them in order (`rules.RULES`). The 
 
 Choices the protocol leaves open (see grasp-protocol.md, "Which events are accepted"):
 
-- The pubkey blacklist applies to every kind, before anything else.
+- The pubkey blacklist applies to every kind, before anything else. The repository
+  blacklist comes next and beats every whitelist: an announcement it names, and every event
+  tagging such a repository, is refused; a state counts for no blacklisted repo. The
+  repository whitelist, when set, narrows which announcements listing us are hosted; the
+  GRASP-05 archive modes (whitelist, all, listed GRASP services) admit announcements that do
+  not list us. Entries are `npub`, `npub/identifier` or `identifier` (`lists`).
 - Who maintains a repo is `nip34.walk_maintainers` (the ngit v3 model: role tags,
   reciprocal confirmation, stepping down, a bounded walk), judged at `ctx.clock()`, with
   `ctx.walk` as bounds. Nothing here computes maintainers on its own.
@@ -30,6 +35,9 @@ Choices the protocol leaves open (see grasp-protocol.md, "Which events are accep
 - PRs (1618) and PR updates (1619) must name a *served* repository and carry a `c` tip; they
   go to the purgatory. A PR update finds its repository through its root PR (`E`), falling
   back to its own `a` tags.
+- GRASP-06 (when on): a PR or PR update those rules refuse is still held when it points at
+  its signer's contributor repo here (`contributors`): a `clone` URL
+  `/prs/<signer npub>/<identifier>.git` whose identifier is the `d` of a repository it tags.
 - Deletions (kind 5) are stored when they name at least one known event or address of their
   own author: deleting is harmless, but storing deletions of nothing would let anyone
   park arbitrary kind-5 events here. A deleted announcement is no longer served, so it
@@ -49,18 +57,20 @@ Choices the protocol leaves open (see grasp-protocol.md, "Which events are accep
 The package, by job: `verdict` (what a rule returns, what it may ask the store), `context`
 (the settings the rules read), one module per family of rules (`access`: blacklist and
 ephemeral; `standalone`: GRASP lists and deletions; `repositories`: announcements and
-states; `graph`: PRs and everything anchored to the served graph) and `rules` (their order
+states; `contributors`: GRASP-06 PRs; `graph`: PRs and everything anchored to the served graph) and `rules` (their order
 and `decide`). The names importers use are re-exported here, so `from relay.nostr import
 policy` then `policy.decide(...)` reads as before."""
 
-from relay.nostr.policy.access import blacklist_rule, ephemeral_rule
+from relay.nostr.policy.access import blacklist_rule, ephemeral_rule, repository_blacklist_rule
 from relay.nostr.policy.context import PolicyContext, parse_archive_whitelist
+from relay.nostr.policy.lists import RepoList
 from relay.nostr.policy.graph import WAITING_ANCHOR, graph_rule, pull_request_rule
 from relay.nostr.policy.repositories import announcement_rule, state_rule
 from relay.nostr.policy.rules import RULES, Rule, decide
 from relay.nostr.policy.standalone import deletion_rule, grasp_list_rule
 from relay.nostr.policy.verdict import PURGATORY_MESSAGE, Action, ReadView, Verdict, accept, reject
 
-__all__ = ["PURGATORY_MESSAGE", "RULES", "WAITING_ANCHOR", "Action", "PolicyContext", "ReadView", "Rule", "Verdict",
-           "accept", "announcement_rule", "blacklist_rule", "decide", "deletion_rule", "ephemeral_rule",
-           "grasp_list_rule", "graph_rule", "parse_archive_whitelist", "pull_request_rule", "reject", "state_rule"]
+__all__ = ["PURGATORY_MESSAGE", "RULES", "WAITING_ANCHOR", "Action", "PolicyContext", "ReadView", "RepoList",
+           "Rule", "Verdict", "accept", "announcement_rule", "blacklist_rule", "decide", "deletion_rule",
+           "ephemeral_rule", "grasp_list_rule", "graph_rule", "parse_archive_whitelist", "pull_request_rule",
+           "reject", "repository_blacklist_rule", "state_rule"]

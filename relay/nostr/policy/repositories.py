@@ -20,14 +20,21 @@ def announcement_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdi
     if problem is not None:
         return reject(f"invalid: {problem}")
     already_served = view.served_announcement(event.pubkey, identifier) is not None
-    clone_ok, relay_ok = nip34.announcement_lists_us(event, ctx.domain)
-    if (clone_ok and relay_ok) or ctx.archive_whitelisted(event.pubkey, identifier):
+    if ctx.hosts(event):
         return accept("store" if already_served else "purgatory", identifier, [event.pubkey])
     via = _maintainer_exception(event, view, ctx)
     if via is not None:
         live = already_served or view.served_announcement(via, identifier) is not None
         return accept("store" if live else "purgatory", identifier, [event.pubkey])
+    clone_ok, relay_ok = nip34.announcement_lists_us(event, ctx.domain)
+    if clone_ok and relay_ok:  # only the curation whitelist keeps it out
+        return reject(NOT_WHITELISTED)
     return reject(_missing_listing_message(event, ctx.domain, clone_ok, relay_ok))
+
+
+#: an announcement listing us that the operator's repository whitelist does not name
+NOT_WHITELISTED = ("blocked: this server hosts only the repositories its operator lists, and this one "
+                   "is not among them (see the curation field of its NIP-11 document)")
 
 
 def _maintainer_exception(event: Event, view: ReadView, ctx: PolicyContext) -> str | None:
@@ -77,6 +84,10 @@ def state_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | No
     found = nip34.standing(event.pubkey, announcements, _lookup(view, identifier), now=ctx.clock(),
                            limits=ctx.walk)
     owners = list(found.confirmed_by)
+    if owners and all(ctx.repository_blocked(owner, identifier) for owner in owners):
+        return reject(f"blocked: the operator does not accept repository '{identifier}' of "
+                      f"{', '.join(nip34.hex_to_npub(o) for o in owners[:3])}")
+    owners = [owner for owner in owners if not ctx.repository_blocked(owner, identifier)]
     if owners == [event.pubkey] and not _hosted_here(view.announcement(event.pubkey, identifier), ctx):
         # only the author's own mirror, kept here because others name them: it does not
         # make their states count on its own (else stepping down would change nothing)
@@ -90,13 +101,9 @@ def state_rule(event: Event, view: ReadView, ctx: PolicyContext) -> Verdict | No
 
 
 def _hosted_here(announcement: Event | None, ctx: PolicyContext) -> bool:
-    """Did this announcement's author ask this relay to host the repo (it lists us in clone
-    and relays, or the archive whitelist names it), rather than get in through the
-    maintainer exception?"""
-    if announcement is None:
-        return False
-    clone_ok, relay_ok = nip34.announcement_lists_us(announcement, ctx.domain)
-    return (clone_ok and relay_ok) or ctx.archive_whitelisted(announcement.pubkey, announcement.d_tag)
+    """Did this announcement's author ask this relay to host the repo, and may it (see
+    `PolicyContext.hosts`), rather than get in through the maintainer exception?"""
+    return announcement is not None and ctx.hosts(announcement)
 
 
 def _not_a_maintainer_message(identifier: str, found: nip34.Standing) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from relay.nostr.policy.access import blacklist_rule, ephemeral_rule
+from relay.nostr.policy.access import blacklist_rule, ephemeral_rule, repository_blacklist_rule
 from relay.nostr.policy.context import PolicyContext
+from relay.nostr.policy.contributors import contributor_pr_rule
 from relay.nostr.policy.graph import graph_rule, pull_request_rule
 from relay.nostr.policy.repositories import announcement_rule, state_rule
 from relay.nostr.policy.standalone import deletion_rule, grasp_list_rule
@@ -18,10 +19,12 @@ Rule = Callable[[Event, ReadView, PolicyContext], "Verdict | None"]
 RULES: tuple[Rule, ...] = (
     blacklist_rule,
     ephemeral_rule,
+    repository_blacklist_rule,
     grasp_list_rule,
     deletion_rule,
     announcement_rule,
     state_rule,
+    contributor_pr_rule,
     pull_request_rule,
     graph_rule,
 )
