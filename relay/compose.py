@@ -13,7 +13,8 @@ construction.
                                          (held, locator, quarantines, release.on_git_data)
     ingest (view, save, policy via live, holding.accept, after-store hooks)
     push gate (view, held, repos, placeholders.expect_pr / release.on_git_data) ─> git smart HTTP
-    peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
+    peer sync (store, live limits, ingest.publish; its after_store is an after-store hook)
+    connection parts (store, ingest.publish, ...)
 
 Hooks are explicit lists, run in order, as khatru keeps them: `after_store` runs after an
 event was saved and before its OK, `after_release` for each event the purgatory released.
@@ -38,7 +39,7 @@ from purgatory.sync.loops import SyncRequests, SyncService
 from purgatory.sync.store_context import StoreSyncContext
 from relay.nostr import orphans
 from relay.git.smart_http import GitHttp
-from relay.nostr.ingest import AfterStore, Ingest
+from relay.nostr.ingest import AfterStore, Ingest, Outcome
 from relay.metrics import MetricsSink, build_metrics
 from relay.nostr.outbox import OutboxTotals
 from relay.peers.sync import PeerSync
@@ -101,7 +102,7 @@ class Components:
 async def open_components(settings: Settings, live: Live) -> Components:
     """Open the store and build every part on it, nothing started yet. `live` comes from
     the app, which owns reloads (a SIGHUP may arrive before the store is open)."""
-    metrics = build_metrics(settings.metrics_enabled)
+    metrics = build_metrics(settings.metrics_enabled, max_peers=settings.peer_metrics_max_peers)
     subscriptions = Subscriptions()
     repos = RepoStore(settings.repos_dir, settings.git_binary, settings.pending_dir)
     integrity = StartupIntegrity(settings, repos, metrics)
@@ -140,12 +141,25 @@ async def open_components(settings: Settings, live: Live) -> Components:
         if event.kind == DELETION:
             await orphans.drop_orphans(event, store.view, live.policy_context, store.query, store.remove_orphans)
 
-    after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
-    ingest = Ingest(store.view, store.save, live, metrics, holding.accept, after_store)
+    # peer sync's events go through ingest, and its after-store hook (re-plan on a new
+    # announcement or root, retry what waited for this event) is one of ingest's hooks
+    async def publish_synced(event: Event, source: str) -> Outcome:
+        return await ingest.publish(event, source)
+
+    peers = PeerSync(settings, live, store, metrics, publish_synced)
+
+    async def hold(event: Event, identifier: str | None, source: str) -> str | None:
+        """The purgatory's intake; a held announcement's relays are followed too."""
+        message = await holding.accept(event, identifier, source)
+        if message is not None:
+            peers.after_hold(event)
+        return message
+
+    after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans, peers.after_store)
+    ingest = Ingest(store.view, store.save, live, metrics, hold, after_store)
     pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
                   metrics=metrics)
-    peers = PeerSync(settings, live, store, metrics, ingest.publish)
     outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
     parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
     return Components(settings, live, metrics, subscriptions, repos, store, holding, sync, ingest, pushes, git,
