@@ -115,7 +115,11 @@ async def open_components(settings: Settings, live: Live) -> Components:
 
     # the clock is StoreSyncContext.now's: the queue's due times are monotonic
     requests = SyncRequests.from_settings(settings, time.monotonic)
-    after_release: tuple[AfterRelease, ...] = (broadcast,)
+    async def peers_after_release(event: Event) -> None:
+        """A released announcement or root changes what the peers are asked for, as a stored one does."""
+        await peers.after_store(event)
+
+    after_release: tuple[AfterRelease, ...] = (broadcast, peers_after_release)
     quarantines = Quarantines(settings.data_dir / "quarantine")
     locator = Locator(repos, store.view, store, quarantines.path, nip34.WalkLimits.of(settings))
     placeholders = Placeholders(store, store.view, repos, lambda ident: locator.announcements(ident).owners,

@@ -255,7 +255,7 @@ class Metrics:
             "paging", ["peer", "method"], registry=r)
 
     # --- label bounding ---------------------------------------------------------------
-    def peer_label(self, url: str) -> str:
+    def _peer_label(self, url: str) -> str:
         """A peer relay's host[:port]: the first `max_peers` distinct ones get their own label,
         later ones are "other" (announcements choose the relays)."""
         from urllib.parse import urlsplit
@@ -350,23 +350,23 @@ class Metrics:
 
     # --- peer relays ------------------------------------------------------------------------
     def peer_state(self, peer: str, state: str) -> None:
-        label = self.peer_label(peer)
+        label = self._peer_label(peer)
         if label == OTHER:  # many peers share it: count them, not one peer's state
             return
         for name in PEER_STATES:
             self.peer_states.labels(label, name).set(1 if name == state else 0)
 
     def peer_event(self, peer: str, outcome: str) -> None:
-        self.peer_events.labels(self.peer_label(peer), outcome if outcome in PEER_EVENT_OUTCOMES else OTHER).inc()
+        self.peer_events.labels(self._peer_label(peer), outcome if outcome in PEER_EVENT_OUTCOMES else OTHER).inc()
 
     def peer_bytes(self, peer: str, count: int) -> None:
-        self.peer_bytes_in.labels(self.peer_label(peer)).inc(count)
+        self.peer_bytes_in.labels(self._peer_label(peer)).inc(count)
 
     def peer_success(self, peer: str, when: float) -> None:
-        self.peer_last_success.labels(self.peer_label(peer)).set(when)
+        self.peer_last_success.labels(self._peer_label(peer)).set(when)
 
     def peer_history(self, peer: str, method: str) -> None:
-        self.peer_histories.labels(self.peer_label(peer), method if method in PEER_HISTORY_METHODS else OTHER).inc()
+        self.peer_histories.labels(self._peer_label(peer), method if method in PEER_HISTORY_METHODS else OTHER).inc()
 
     # --- exposition -----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

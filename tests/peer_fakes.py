@@ -1,6 +1,6 @@
 """A small NIP-01 relay as a raw websocket server on 127.0.0.1, for the peer sync's tests of
 hostile or plain peers: no NIP-77 (a NOTICE, as relays without it answer), a cap on every
-REQ's results, connections it drops, rate-limit answers, a bad event before the good ones.
+REQ's results, connections it drops on a chosen frame, rate-limit answers, a bad event before the good ones.
 It records every frame it was sent, so tests can assert what the daemon asked."""
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from storage.nostr.filters import Filter
 class FakePeer:
     events: list[Event] = field(default_factory=list)
     limit_cap: int = 10_000
-    #: frames sent before the server drops a connection (None: never)
-    drop_after: int | None = None
     #: answer every REQ with CLOSED "rate-limited: ..." for the first N connections
     rate_limit_connections: int = 0
     #: raw event dicts sent first to every REQ (a hostile peer's nonsense)
     bad: list[Any] = field(default_factory=list)
+    #: events sent once, before the results of the first REQ ever answered (out of order)
+    early: list[Event] = field(default_factory=list)
     #: drop the connection right after receiving a frame this says yes to
     close_on: Callable[[list[Any]], bool] | None = None
     received: list[list[Any]] = field(default_factory=list)
@@ -71,14 +71,8 @@ class FakePeer:
     async def _serve(self, ws: Any) -> None:
         self.connections += 1
         number = self.connections
-        sent = 0
 
         async def send(frame: list[Any]) -> None:
-            nonlocal sent
-            if self.drop_after is not None and sent >= self.drop_after:
-                await ws.close()
-                raise websockets.ConnectionClosed(None, None)
-            sent += 1
             await ws.send(json.dumps(frame))
 
         try:
@@ -98,6 +92,9 @@ class FakePeer:
                         continue
                     for raw in self.bad:
                         await send(["EVENT", sub, raw])
+                    early, self.early = self.early, []
+                    for event in early:
+                        await send(["EVENT", sub, event.to_dict()])
                     for event in self.matching(frame[2:]):
                         await send(["EVENT", sub, event.to_dict()])
                     await send(["EOSE", sub])

@@ -137,12 +137,13 @@ async def test_a_bad_event_never_stalls_a_peer_and_reconnects_ask_since(start_da
 
 async def test_peer_health_moves_as_the_table_says(start_daemon) -> None:
     """Three peers, each failing its own way, followed by one daemon: one rate-limits (cooling,
-    for the cool-off, then ok), one drops every connection (backoff, each pause longer than the
-    one before), and one whose name does not resolve (parked for hours)."""
+    for the cool-off, then ok), one drops every connection before its history is done
+    (backoff, each pause longer than the one before), and one whose name does not resolve
+    (parked for hours)."""
     from tests.daemon import wait_for, wait_log, wait_metric
     from tests.peer_fakes import FakePeer
 
-    async with FakePeer(rate_limit_connections=1) as slow, FakePeer(drop_after=1) as flaky:
+    async with FakePeer(rate_limit_connections=1) as slow, FakePeer(close_on=lambda f: f[0] == "REQ") as flaky:
         daemon = start_daemon(**{**PEER_FAST, "peer_backoff_s": "0.1"}, peer_cooloff_s="0.5", peer_park_s="3600")
         await publish_announcement(daemon, [slow.url, flaky.url, "ws://peer.invalid"])
         cooled = await wait_log(daemon, "peer_disconnected", peer=slow.url, trigger="rate_limited")

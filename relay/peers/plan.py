@@ -35,23 +35,26 @@ class PeerPlan:
     identifiers: frozenset[str] = frozenset()
     coordinates: frozenset[str] = frozenset()
     roots: frozenset[str] = frozenset()
+    #: a bootstrap relay is also asked for every announcement: how repositories listing us
+    #: are discovered at all (the policy refuses those that do not)
+    discover: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.identifiers or self.coordinates or self.roots)
+        return bool(self.identifiers or self.coordinates or self.roots or self.discover)
 
     def minus(self, other: PeerPlan) -> PeerPlan:
         """What this plan asks for that `other` does not (the values new to a connection)."""
         return PeerPlan(self.identifiers - other.identifiers, self.coordinates - other.coordinates,
-                        self.roots - other.roots)
+                        self.roots - other.roots, self.discover and not other.discover)
 
     def union(self, other: PeerPlan) -> PeerPlan:
         return PeerPlan(self.identifiers | other.identifiers, self.coordinates | other.coordinates,
-                        self.roots | other.roots)
+                        self.roots | other.roots, self.discover or other.discover)
 
     def filters(self, values_per_filter: int, since: int | None = None) -> list[dict[str, Any]]:
         """The layered filters, in layer order (parents are asked for before what hangs on
         them); with `since`, only what is newer than that."""
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = [{"kinds": [nip34.ANNOUNCEMENT]}] if self.discover else []
         for chunk in chunks(sorted(self.identifiers), values_per_filter):
             out.append({"kinds": [nip34.ANNOUNCEMENT, nip34.STATE], "#d": chunk})
         for values, tags in ((self.coordinates, COORDINATE_TAGS), (self.roots, ROOT_TAGS)):
@@ -104,7 +107,7 @@ def plan_peers(announcements: Iterable[Event], own_domain: str, max_peers: int,
     for url in ranked:
         identifiers, coordinates = wanted[url]
         ids = frozenset(i for c in coordinates for i in roots.get(c, ()))
-        plans[url] = PeerPlan(frozenset(identifiers), frozenset(coordinates), ids)
+        plans[url] = PeerPlan(frozenset(identifiers), frozenset(coordinates), ids, url in boot)
     return plans
 
 

@@ -58,6 +58,7 @@ class RetryCache:
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_key: dict[str, set[str]] = {}  # what is waited for -> the ids waiting on it
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -69,8 +70,10 @@ class RetryCache:
         if size > self.max_bytes or self.max_entries == 0:
             return False
         self._drop(event.id)
-        self._entries[event.id] = _Entry(event, source, size, now if first_seen is None else first_seen,
-                                         waits_for(event))
+        entry = _Entry(event, source, size, now if first_seen is None else first_seen, waits_for(event))
+        self._entries[event.id] = entry
+        for key in entry.keys:
+            self._by_key.setdefault(key, set()).add(event.id)
         self.bytes += size
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
@@ -80,6 +83,12 @@ class RetryCache:
         entry = self._entries.pop(event_id, None)
         if entry is not None:
             self.bytes -= entry.size
+            for key in entry.keys:
+                waiting = self._by_key.get(key)
+                if waiting is not None:
+                    waiting.discard(event_id)
+                    if not waiting:
+                        del self._by_key[key]
 
     def expire(self, now: float) -> int:
         """Drop what has waited `ttl_s`; how many went."""
@@ -91,11 +100,16 @@ class RetryCache:
     def take(self, keys: frozenset[str] | None, now: float) -> list[tuple[Event, str, float]]:
         """Remove and return the live entries waiting on any of `keys` (all of them: None),
         oldest first, as (event, source, first_seen) to put back with `add` if still refused."""
-        self.expire(now)
-        chosen = [i for i, e in self._entries.items() if keys is None or e.keys & keys]
+        if keys is None:
+            self.expire(now)
+            chosen = list(self._entries)
+        else:  # by the index: a stored event costs a lookup per key, not a pass over the cache
+            found = {i for key in keys for i in self._by_key.get(key, ())}
+            chosen = [i for i in self._entries if i in found] if found else []
         out = []
         for event_id in chosen:
             entry = self._entries[event_id]
-            out.append((entry.event, entry.source, entry.first_seen))
             self._drop(event_id)
+            if now - entry.first_seen < self.ttl_s:  # an expired one goes without a retry
+                out.append((entry.event, entry.source, entry.first_seen))
         return out

@@ -28,6 +28,7 @@ from relay.peers.frames import Frame, RateLimited, Unsupported
 from relay.peers.plan import PeerPlan, chunks
 from storage.nostr.filters import Filter
 from storage.nostr.negentropy import Initiator, Items
+from storage.sqlite.reads import QueryBudgetExceeded
 
 log = structlog.get_logger(__name__)
 
@@ -60,12 +61,13 @@ class SessionLimits:
     full_sync_s: float
     frame_max_bytes: int
     max_records: int
+    query_budget_s: float
 
     @classmethod
     def from_settings(cls, s: Any) -> SessionLimits:
         return cls(s.peer_filter_values, s.peer_filters_per_req, s.peer_req_page_limit, s.peer_request_timeout_s,
                    s.peer_negentropy_timeout_s, s.peer_since_overlap_s, s.peer_full_sync_s,
-                   s.negentropy_frame_max_bytes, s.negentropy_max_records)
+                   s.negentropy_frame_max_bytes, s.negentropy_max_records, s.negentropy_query_budget_s)
 
 
 @dataclass
@@ -146,7 +148,11 @@ class PeerSession:
             self.hooks.on_history("req")
 
     async def _by_negentropy(self, filt: dict[str, Any]) -> None:
-        items = await self.reads.negentropy_items([Filter.from_dict(filt)], self.limits.max_records)
+        try:
+            items = await self.reads.negentropy_items([Filter.from_dict(filt)], self.limits.max_records,
+                                                      self.limits.query_budget_s)
+        except QueryBudgetExceeded:
+            raise TooMany("reading our side of the filter takes more than GRASP_NEGENTROPY_QUERY_BUDGET_S") from None
         if items is None:
             raise TooMany("more served events here than GRASP_NEGENTROPY_MAX_RECORDS")
         initiator = Initiator(items, self.limits.frame_max_bytes)
@@ -273,6 +279,8 @@ class PeerSession:
         if frame.kind != "EVENT":
             if frames.is_rate_limited(frame):
                 raise RateLimited(frames.text(frame))
+            if frame.kind == "CLOSED" and frame.sub_id.startswith(LIVE_SUB):  # until the next re-plan
+                log.info("peer_live_closed", peer=self.url, sub_id=frame.sub_id, reason=frames.text(frame)[:200])
             return None
         if not frame.sub_id.startswith("grasp-") or not frame.body:
             return None
