@@ -135,7 +135,38 @@ class Settings(BaseSettings):
     # --- GRASP-02: events from the other relays announcements name ---------------------
     peer_sync_enabled: bool = True
     peer_refresh_s: float = Field(60, gt=0, description="how often the set of peer relays is re-planned")
-    peer_backoff_s: float = Field(30, gt=0, description="pause before reconnecting to a failed peer")
+    peer_backoff_s: float = Field(
+        30, gt=0, description="first pause before reconnecting to a failed peer; doubles per failure, with jitter")
+    peer_backoff_max_s: float = Field(3600, gt=0, description="longest pause between reconnections")
+    peer_cooloff_s: float = Field(
+        300, ge=0, description="pause after a peer answered rate-limited: (NOTICE, CLOSED or NEG-ERR)")
+    peer_park_s: float = Field(
+        6 * 3600, ge=0, description="pause after a peer failed DNS, TLS or the websocket handshake, or was "
+        "refused by the outbound check")
+    peer_full_sync_s: float = Field(
+        86400, gt=0, description="how often everything is reconciled with a peer afresh, not only since the "
+        "newest event it gave")
+    peer_since_overlap_s: int = Field(
+        60, ge=0, description="live subscriptions and reconnects ask from the newest stored event minus this")
+    peer_filter_values: int = Field(100, ge=1, le=10000, description="values (#d, #a, #e, ids ...) per filter")
+    peer_filters_per_req: int = Field(10, ge=1, description="filters per live REQ sent to a peer")
+    peer_req_page_limit: int = Field(
+        500, ge=1, description="limit of each REQ page when a peer without NIP-77 is paged by until")
+    peer_request_timeout_s: float = Field(30, gt=0, description="a peer's silence while a REQ is answered")
+    peer_negentropy_timeout_s: float = Field(
+        10, gt=0, description="no answer to NEG-OPEN in this long: the peer is taken not to speak NIP-77")
+    peer_replan_delay_s: float = Field(
+        1, ge=0, description="wait after a stored announcement or root before re-planning (gathers a burst)")
+    peer_max_roots: int = Field(
+        10000, ge=0, description="served root events (issues, patches, PRs) whose conversations are asked for")
+    peer_retry_max_entries: int = Field(
+        1000, ge=0, description="events refused for want of a parent kept for a retry")
+    peer_retry_max_bytes: int = Field(4 * 1024**2, ge=0, description="their JSON, in all")
+    peer_retry_ttl_s: float = Field(600, gt=0, description="how long such an event waits for its parent")
+    peer_metrics_max_peers: int = Field(
+        50, ge=0, description="peers with their own metric label; the rest are counted as other")
+    sync_bootstrap_relays: StrList = Field(
+        default_factory=list, description="relays followed for every repository, besides the announced ones")
     peer_connect_timeout_s: float = Field(10, gt=0)
     max_peer_relays: int = Field(50, ge=0)
 
@@ -205,7 +236,7 @@ class Settings(BaseSettings):
         2, gt=0, description="wall time the read of a NEG-OPEN's items may hold a store reader")
 
     @field_validator("archive_whitelist", "archive_grasp_services", "pubkey_blacklist", "repository_whitelist",
-                     "repository_blacklist", "trusted_proxies", mode="before")
+                     "repository_blacklist", "trusted_proxies", "sync_bootstrap_relays", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
@@ -233,6 +264,14 @@ class Settings(BaseSettings):
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         return [values.check_network(entry) for entry in value]
+
+    @field_validator("sync_bootstrap_relays")
+    @classmethod
+    def _relays(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not entry.startswith(("ws://", "wss://")):
+                raise ValueError(f"{entry[:100]!r} is not a ws:// or wss:// relay URL")
+        return value
 
     @field_validator("pubkey_blacklist")
     @classmethod
@@ -268,6 +307,9 @@ class Settings(BaseSettings):
         if self.sync_backoff_base_s > self.sync_backoff_max_s:
             raise ValueError(f"GRASP_SYNC_BACKOFF_BASE_S: {self.sync_backoff_base_s:g} is above "
                              f"GRASP_SYNC_BACKOFF_MAX_S ({self.sync_backoff_max_s:g})")
+        if self.peer_backoff_s > self.peer_backoff_max_s:
+            raise ValueError(f"GRASP_PEER_BACKOFF_S: {self.peer_backoff_s:g} is above "
+                             f"GRASP_PEER_BACKOFF_MAX_S ({self.peer_backoff_max_s:g})")
         if self.negentropy_max_records > self.negentropy_total_max_records:
             raise ValueError(f"GRASP_NEGENTROPY_MAX_RECORDS: {self.negentropy_max_records} is above "
                              f"GRASP_NEGENTROPY_TOTAL_MAX_RECORDS ({self.negentropy_total_max_records})")

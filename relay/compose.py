@@ -17,7 +17,8 @@ construction.
     push gate (view, held, repos, placeholders.expect_pr / release.on_git_data) ─> git smart HTTP
     GRASP-06, when on: contributor repos (a second RepoStore) ─> placeholders, release;
         their pushes (view, placeholders.expect_prs_pr, release.on_git_data) ─> /prs/ smart HTTP
-    peer sync (store, live limits, ingest.publish); connection parts (store, ingest.publish, ...)
+    peer sync (store, live limits, ingest.publish; its after_store is an after-store hook)
+    connection parts (store, ingest.publish, ...)
 
 Hooks are explicit lists, run in order, as khatru keeps them: `after_store` runs after an
 event was saved and before its OK, `after_release` for each event the purgatory released.
@@ -45,7 +46,7 @@ from purgatory.sync.served_gaps import ServedGaps
 from purgatory.sync.store_context import StoreSyncContext
 from relay.nostr import orphans
 from relay.git.smart_http import GitHttp
-from relay.nostr.ingest import AfterStore, Ingest
+from relay.nostr.ingest import AfterStore, Ingest, Outcome
 from relay.metrics import MetricsSink, build_metrics
 from relay.nostr.outbox import OutboxTotals
 from relay.peers.sync import PeerSync
@@ -114,7 +115,7 @@ class Components:
 async def open_components(settings: Settings, live: Live) -> Components:
     """Open the store and build every part on it, nothing started yet. `live` comes from
     the app, which owns reloads (a SIGHUP may arrive before the store is open)."""
-    metrics = build_metrics(settings.metrics_enabled)
+    metrics = build_metrics(settings.metrics_enabled, max_peers=settings.peer_metrics_max_peers)
     subscriptions = Subscriptions()
     repos = RepoStore(settings.repos_dir, settings.git_binary, settings.pending_dir)
     integrity = StartupIntegrity(settings, repos, metrics)
@@ -127,7 +128,11 @@ async def open_components(settings: Settings, live: Live) -> Components:
 
     # the clock is StoreSyncContext.now's: the queue's due times are monotonic
     requests = SyncRequests.from_settings(settings, time.monotonic)
-    after_release: tuple[AfterRelease, ...] = (broadcast,)
+    async def peers_after_release(event: Event) -> None:
+        """A released announcement or root changes what the peers are asked for, as a stored one does."""
+        await peers.after_store(event)
+
+    after_release: tuple[AfterRelease, ...] = (broadcast, peers_after_release)
     quarantines = Quarantines(settings.data_dir / "quarantine")
     locator = Locator(repos, store.view, store, quarantines.path, nip34.WalkLimits.of(settings))
     prs_repos = open_contributor_repos(settings)
@@ -158,8 +163,22 @@ async def open_components(settings: Settings, live: Live) -> Components:
         if event.kind == DELETION:
             await orphans.drop_orphans(event, store.view, live.policy_context, store.query, store.remove_orphans)
 
-    after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans)
-    ingest = Ingest(store.view, store.save, live, metrics, holding.accept, after_store)
+    # peer sync's events go through ingest, and its after-store hook (re-plan on a new
+    # announcement or root, retry what waited for this event) is one of ingest's hooks
+    async def publish_synced(event: Event, source: str) -> Outcome:
+        return await ingest.publish(event, source)
+
+    peers = PeerSync(settings, live, store, metrics, publish_synced)
+
+    async def hold(event: Event, identifier: str | None, source: str) -> str | None:
+        """The purgatory's intake; a held announcement's relays are followed too."""
+        message = await holding.accept(event, identifier, source)
+        if message is not None:
+            peers.after_hold(event)
+        return message
+
+    after_store: tuple[AfterStore, ...] = (broadcast, adopt_announcement, drop_orphans, peers.after_store)
+    ingest = Ingest(store.view, store.save, live, metrics, hold, after_store)
     pushes = PushGate(settings, store.view, store, repos, metrics, placeholders.expect_pr, releases.on_git_data,
                       context=lambda: live.policy_context)
     git = GitHttp(repos, settings, plan=pushes.plan, admit=pushes.admit, on_pushed=pushes.on_pushed,
@@ -170,7 +189,6 @@ async def open_components(settings: Settings, live: Live) -> Components:
                                releases.on_git_data)
         prs_git = GitHttp(prs_repos, settings, plan=prs_pushes.plan, admit=pushes.admit,
                           on_pushed=prs_pushes.on_pushed, metrics=metrics, empty=settings.prs_empty_repo)
-    peers = PeerSync(settings, live, store, metrics, ingest.publish)
     outbox_totals = OutboxTotals(settings.outbox_total_max_bytes)  # every connection's outbox
     parts = ConnectionParts(settings, live, store, ingest.publish, subscriptions, outbox_totals, metrics)
     return Components(settings, live, metrics, subscriptions, repos, store, holding, sync, ingest, pushes, git,

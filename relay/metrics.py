@@ -46,6 +46,11 @@ BUDGET_ACTIONS: frozenset[str] = frozenset({"req_closed", "count_closed", "subsc
                                             "connection_dropped"})
 
 DEFAULT_MAX_DOMAINS = 200
+DEFAULT_MAX_PEERS = 50
+#: GRASP-02 peer relays (relay/peers/): what became of an event a peer sent, how history came
+PEER_EVENT_OUTCOMES: frozenset[str] = frozenset({"accepted", "rejected", "invalid", "deferred"})
+PEER_HISTORY_METHODS: frozenset[str] = frozenset({"negentropy", "req"})
+PEER_STATES: tuple[str, ...] = ("ok", "backoff", "cooling", "parked")
 DISABLED_BODY = b"# metrics disabled (GRASP_METRICS_ENABLED=false)\n"
 DISABLED_CONTENT_TYPE = "text/plain; charset=utf-8"
 
@@ -88,6 +93,11 @@ class MetricsSink(Protocol):
     def req_served(self, seconds: float) -> None: ...
     def integrity_repair(self, kind: str) -> None: ...
     def budget_exceeded(self, budget: str, action: str) -> None: ...
+    def peer_state(self, peer: str, state: str) -> None: ...
+    def peer_event(self, peer: str, outcome: str) -> None: ...
+    def peer_bytes(self, peer: str, count: int) -> None: ...
+    def peer_success(self, peer: str, when: float) -> None: ...
+    def peer_history(self, peer: str, method: str) -> None: ...
     def render(self) -> tuple[bytes, str]: ...
 
 
@@ -154,6 +164,21 @@ class DisabledMetrics:
     def budget_exceeded(self, budget: str, action: str) -> None:
         pass
 
+    def peer_state(self, peer: str, state: str) -> None:
+        pass
+
+    def peer_event(self, peer: str, outcome: str) -> None:
+        pass
+
+    def peer_bytes(self, peer: str, count: int) -> None:
+        pass
+
+    def peer_success(self, peer: str, when: float) -> None:
+        pass
+
+    def peer_history(self, peer: str, method: str) -> None:
+        pass
+
     def render(self) -> tuple[bytes, str]:
         return DISABLED_BODY, DISABLED_CONTENT_TYPE
 
@@ -163,10 +188,13 @@ class Metrics:
 
     enabled = True
 
-    def __init__(self, max_domains: int = DEFAULT_MAX_DOMAINS, process_metrics: bool = True) -> None:
+    def __init__(self, max_domains: int = DEFAULT_MAX_DOMAINS, process_metrics: bool = True,
+                 max_peers: int = DEFAULT_MAX_PEERS) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._max_domains = max_domains
         self._domains: set[str] = set()
+        self._max_peers = max_peers
+        self._peers: set[str] = set()
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -232,7 +260,37 @@ class Metrics:
             "connection or in all, query time), by what was done", ["budget", "action"], registry=r
         )
 
+        self.peer_states = Gauge(
+            "grasp_peer_state", "Peer relays in each health state (relay/peers/health.py), by peer "
+            "(1 for its current state)", ["peer", "state"], registry=r)
+        self.peer_events = Counter(
+            "grasp_peer_events", "Events peer relays sent, by what became of them", ["peer", "outcome"], registry=r)
+        self.peer_bytes_in = Counter("grasp_peer_bytes", "Bytes of frames received from peer relays", ["peer"],
+                                     registry=r)
+        self.peer_last_success = Gauge(
+            "grasp_peer_last_success", "Unix time a peer's sync last reached its live subscriptions", ["peer"],
+            registry=r)
+        self.peer_histories = Counter(
+            "grasp_peer_history", "Filters whose history was fetched from a peer, by NIP-77 negentropy or REQ "
+            "paging", ["peer", "method"], registry=r)
+
     # --- label bounding ---------------------------------------------------------------
+    def _peer_label(self, url: str) -> str:
+        """A peer relay's host[:port]: the first `max_peers` distinct ones get their own label,
+        later ones are "other" (announcements choose the relays)."""
+        from urllib.parse import urlsplit
+
+        try:
+            host = (urlsplit(url).netloc or url).lower()[:200]
+        except ValueError:
+            return OTHER
+        if host in self._peers:
+            return host
+        if len(self._peers) < self._max_peers and host:
+            self._peers.add(host)
+            return host
+        return OTHER
+
     def domain_label(self, domain: str) -> str:
         """The first `max_domains` distinct domains get their own label; later ones are
         folded into "other", since clone URLs are chosen by whoever announces a repo."""
@@ -319,11 +377,32 @@ class Metrics:
         self.budgets_exceeded.labels(budget if budget in BUDGETS else OTHER,
                                      action if action in BUDGET_ACTIONS else OTHER).inc()
 
+    # --- peer relays ------------------------------------------------------------------------
+    def peer_state(self, peer: str, state: str) -> None:
+        label = self._peer_label(peer)
+        if label == OTHER:  # many peers share it: count them, not one peer's state
+            return
+        for name in PEER_STATES:
+            self.peer_states.labels(label, name).set(1 if name == state else 0)
+
+    def peer_event(self, peer: str, outcome: str) -> None:
+        self.peer_events.labels(self._peer_label(peer), outcome if outcome in PEER_EVENT_OUTCOMES else OTHER).inc()
+
+    def peer_bytes(self, peer: str, count: int) -> None:
+        self.peer_bytes_in.labels(self._peer_label(peer)).inc(count)
+
+    def peer_success(self, peer: str, when: float) -> None:
+        self.peer_last_success.labels(self._peer_label(peer)).set(when)
+
+    def peer_history(self, peer: str, method: str) -> None:
+        self.peer_histories.labels(self._peer_label(peer), method if method in PEER_HISTORY_METHODS else OTHER).inc()
+
     # --- exposition -----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def build_metrics(enabled: bool, max_domains: int = DEFAULT_MAX_DOMAINS) -> MetricsSink:
+def build_metrics(enabled: bool, max_domains: int = DEFAULT_MAX_DOMAINS,
+                  max_peers: int = DEFAULT_MAX_PEERS) -> MetricsSink:
     """Pick the live or the no-op implementation from `settings.metrics_enabled`."""
-    return Metrics(max_domains=max_domains) if enabled else DisabledMetrics()
+    return Metrics(max_domains=max_domains, max_peers=max_peers) if enabled else DisabledMetrics()

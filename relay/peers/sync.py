@@ -1,176 +1,232 @@
-"""GRASP-02 proactive sync of events: subscribe to the other relays that accepted
-announcements name, and pass what they have about those repositories through our own
-acceptance policy, as events "from other relays" (short sync delay in the purgatory).
+"""GRASP-02 proactive sync of events: follow the other relays that accepted announcements
+name (and the bootstrap relays), and pass what they have about those repositories through
+exactly the path a client's events take (limits, id and signature, policy, purgatory with the
+synced delay), with the peer's URL as the source.
 
-`plan_peers` is pure: announcements in, one subscription per peer relay out. `PeerSync`
-only keeps one websocket per peer open and feeds what arrives to the ingest path."""
+`PeerSync` plans (relay/peers/plan.py), keeps one follower task per peer with its health
+(relay/peers/health.py) and progress, and runs a session per connection
+(relay/peers/session.py). It re-plans when an announcement or a new root event is stored
+(`after_store`, one of compose's after-store hooks) and every `peer_refresh_s` as a backstop;
+events the policy refused for want of a parent wait in a bounded cache
+(relay/peers/retry.py) and are offered again when a parent is stored or at the next round."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import random
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
 import websockets
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from config import Settings
 from purgatory.fetch.outbound import check_outbound
-from relay.nostr.ingest import Outcome
-from relay.metrics import MetricsSink
-from relay.nostr.protocol import check_limits
 from relay.daemon.reload import Live
+from relay.metrics import MetricsSink
+from relay.nostr.ingest import Outcome
+from relay.nostr.protocol import check_limits
+from relay.peers import health as h
+from relay.peers.frames import RateLimited
+from relay.peers.health import HealthLimits, PeerHealth
+from relay.peers.plan import COORDINATE_TAGS, PeerPlan, is_root_candidate, plan_peers, root_map
+from relay.peers.retry import RetryCache, may_accept_later, provides
+from relay.peers.session import PeerProgress, PeerSession, SessionHooks, SessionLimits
 from storage.nostr import nip34
 from storage.nostr.event import Event
-from storage.sqlite.records import HeldEntry
 from storage.nostr.filters import Filter
+from storage.nostr.negentropy import Items
+from storage.sqlite.records import HeldEntry
 
 log = structlog.get_logger(__name__)
 
-SUB_ID = "grasp-sync"
-MAX_VALUES_PER_FILTER = 100
+__all__ = ["PeerPlan", "PeerSync", "PeerReads", "plan_peers"]
 
 
-@dataclass(frozen=True)
-class PeerPlan:
-    """What to ask one peer relay for: the identifiers and repo addresses it should know."""
-
-    identifiers: frozenset[str]
-    coordinates: frozenset[str]
-
-    def filters(self, since: int | None = None) -> list[dict[str, Any]]:
-        """Announcements and states by identifier, and everything tagging the repositories;
-        with `since` (a reconnect) only what is newer than what this peer already gave us."""
-        out: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted(self.identifiers)):
-            out.append({"kinds": [nip34.ANNOUNCEMENT, nip34.STATE], "#d": chunk})
-        for chunk in _chunks(sorted(self.coordinates)):
-            out.append({"#a": chunk})
-        if since is not None:
-            out = [{**f, "since": since} for f in out]
-        return out
-
-
-def _chunks(values: list[str]) -> list[list[str]]:
-    return [values[i:i + MAX_VALUES_PER_FILTER] for i in range(0, len(values), MAX_VALUES_PER_FILTER)]
-
-
-def plan_peers(announcements: list[Event], own_domain: str, max_peers: int,
-               waiting: frozenset[str] = frozenset()) -> dict[str, PeerPlan]:
-    """Every other relay named by an accepted announcement, with what to ask it for. Relay
-    URLs are taken as written (ws/wss only); at most `max_peers`, the most named first.
-
-    An announcement still held in the purgatory (its id in `waiting`) adds its identifier
-    (its states and the other maintainers' announcements bring the git data) but not its
-    coordinate: events tagging it would be refused while it anchors nothing. Once it is
-    served the plan differs, so that peer is asked afresh, from the start, for them."""
-    wanted: dict[str, tuple[set[str], set[str]]] = {}
-    for ann in announcements:
-        coordinate = nip34.repo_coordinate(ann.pubkey, ann.d_tag)
-        for url in nip34.relay_urls(ann):
-            url = url.strip().rstrip("/")
-            if not url.startswith(("ws://", "wss://")) or nip34.is_our_relay_url(url, own_domain):
-                continue
-            identifiers, coordinates = wanted.setdefault(url, (set(), set()))
-            identifiers.add(ann.d_tag)
-            if ann.id not in waiting:
-                coordinates.add(coordinate)
-    ranked = sorted(wanted, key=lambda u: (-len(wanted[u][1]), -len(wanted[u][0]), u))[:max_peers]
-    return {u: PeerPlan(frozenset(wanted[u][0]), frozenset(wanted[u][1])) for u in ranked}
-
-
-class AnnouncementReads(Protocol):
-    """The two store reads peer planning needs: the served announcements and the held ones
-    (a held announcement's relays are where its git data and states may come from)."""
+class PeerReads(Protocol):
+    """The store reads peer sync needs: served events (announcements, roots), held ones (a
+    held announcement's relays are where its git data and states may come from), and the
+    negentropy items of our side of a filter."""
 
     async def query(self, filters: list[Filter], default_limit: int) -> list[Event]: ...
 
     async def held(self, identifier: str | None = None) -> list[HeldEntry]: ...
 
+    async def negentropy_items(self, filters: list[Filter], max_records: int,
+                               budget_s: float | None = None) -> Items | None: ...
+
+
+class OutboundRefused(Exception):
+    """The outbound check refused the peer's URL (a private address, a bad scheme)."""
+
+
+@dataclass
+class _Peer:
+    plan: PeerPlan
+    health: PeerHealth
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: PeerProgress = field(default_factory=PeerProgress)
+    task: asyncio.Task[None] | None = None
+
 
 class PeerSync:
-    """One websocket per peer relay; re-planned every `peer_refresh_s`. Given the store to
-    read announcements from, the live NIP-01 limits, and the ingest path's `publish`."""
-
-    def __init__(self, settings: Settings, live: Live, store: AnnouncementReads, metrics: MetricsSink,
+    def __init__(self, settings: Settings, live: Live, store: PeerReads, metrics: MetricsSink,
                  publish: Callable[[Event, str], Awaitable[Outcome]]) -> None:
         self.settings = settings
         self.live = live
         self.store = store
         self.metrics = metrics
         self.publish = publish
-        self._peers: dict[str, tuple[PeerPlan, asyncio.Task[None]]] = {}
+        self.limits = SessionLimits.from_settings(settings)
+        self.health_limits = HealthLimits.from_settings(settings)
+        self.retry = RetryCache(settings.peer_retry_max_entries, settings.peer_retry_max_bytes,
+                                settings.peer_retry_ttl_s)
+        self._peers: dict[str, _Peer] = {}
         self._planner: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._retrying: set[asyncio.Task[None]] = set()
+        self._followed: frozenset[str] = frozenset()  # coordinates any plan follows
 
     def start(self) -> None:
         if self.settings.peer_sync_enabled:
             self._planner = asyncio.create_task(self._plan_forever(), name="peer-sync")
 
     async def stop(self) -> None:
-        tasks = [t for _, t in self._peers.values()] + ([self._planner] if self._planner else [])
+        tasks = [p.task for p in self._peers.values() if p.task] + list(self._retrying)
+        tasks += [self._planner] if self._planner else []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._peers.clear()
 
+    # --- the after-store hook -------------------------------------------------------------
+    async def after_store(self, event: Event) -> None:
+        """Runs for every stored event (before its OK): cheap. A new announcement or a new
+        root of a followed repository wakes the planner; cached events waiting on this one
+        are offered to the policy again, in a task of their own."""
+        if event.kind == nip34.ANNOUNCEMENT or (is_root_candidate(event) and any(
+                len(t) >= 2 and t[0] in COORDINATE_TAGS and t[1] in self._followed for t in event.tags)):
+            self._wake.set()
+        if len(self.retry):
+            waiting = self.retry.take(provides(event), time.time())
+            if waiting:
+                self._spawn_retry(waiting)
+
+    def after_hold(self, event: Event) -> None:
+        """An announcement entered the purgatory: its relays are where its states and git
+        data may come from, so the peers are planned again."""
+        if event.kind == nip34.ANNOUNCEMENT:
+            self._wake.set()
+
+    def _spawn_retry(self, waiting: list[tuple[Event, str, float]]) -> None:
+        task = asyncio.create_task(self._retry(waiting))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _retry(self, waiting: list[tuple[Event, str, float]]) -> None:
+        for event, source, first_seen in waiting:
+            await self._publish(event, source, first_seen)
+
+    # --- planning ---------------------------------------------------------------------------
     async def _plan_forever(self) -> None:
         while True:
             try:
-                announcements, waiting = await self._announcements()
-                self._apply(plan_peers(announcements, self.settings.domain, self.settings.max_peer_relays,
-                                       waiting))
-            except Exception:  # a failed round is retried at the next refresh
+                self._apply(await self._plan())
+                again = self.retry.take(None, time.time())
+                if again:
+                    self._spawn_retry(again)
+            except Exception:  # a failed round is retried at the next wake-up
                 log.exception("peer_plan_failed")
-            await asyncio.sleep(self.settings.peer_refresh_s)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.peer_refresh_s)
+                # a burst of stored announcements and roots makes one re-plan, not one each
+                await asyncio.sleep(self.settings.peer_replan_delay_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
 
-    async def _announcements(self) -> tuple[list[Event], frozenset[str]]:
-        """Accepted announcements (served, then held) and the ids of the held ones."""
-        store = self.store
-        served = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}))], self.settings.max_limit)
+    async def _plan(self) -> dict[str, PeerPlan]:
+        store, s = self.store, self.settings
+        served = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}))], s.max_limit)
         held = [e.event for e in await store.held() if e.event.kind == nip34.ANNOUNCEMENT]
-        return served + held, frozenset(e.id for e in held)
+        coordinates = frozenset(nip34.repo_coordinate(a.pubkey, a.d_tag) for a in served)
+        roots: dict[str, frozenset[str]] = {}
+        if coordinates:
+            filters = [Filter(tags=((tag, coordinates),)) for tag in COORDINATE_TAGS]
+            roots = root_map(await store.query(filters, s.peer_max_roots), coordinates)
+        self._followed = coordinates
+        return plan_peers(served + held, s.domain, s.max_peer_relays, frozenset(e.id for e in held), roots,
+                          s.sync_bootstrap_relays)
 
     def _apply(self, plans: dict[str, PeerPlan]) -> None:
         for url in list(self._peers):
-            plan, task = self._peers[url]
-            if plans.get(url) != plan or task.done():
-                task.cancel()
-                del self._peers[url]
+            if url not in plans:
+                gone = self._peers.pop(url)
+                if gone.task:
+                    gone.task.cancel()
         for url, plan in plans.items():
-            if url not in self._peers:
-                task = asyncio.create_task(self._follow(url, plan), name=f"peer:{url}")
-                self._peers[url] = (plan, task)
+            found = self._peers.get(url)
+            if found is None:
+                peer = self._peers[url] = _Peer(plan, PeerHealth(self.health_limits))
+                self.metrics.peer_state(url, peer.health.state)
+            else:
+                peer = found
+                if peer.plan != plan:
+                    peer.plan = plan
+                    peer.changed.set()
+            if peer.task is None or peer.task.done():
+                peer.task = asyncio.create_task(self._follow(url, peer), name=f"peer:{url}")
 
-    async def _follow(self, url: str, plan: PeerPlan) -> None:
-        """Stay subscribed to one peer, reconnecting after a pause when it fails. A reconnect
-        asks only for what is newer than the newest event this peer gave us that we stored
-        (NIP-01 `since` is inclusive, and duplicates are answered as such), so one bad event
-        or a flaky link never makes the peer replay its whole history."""
-        progress = _Progress()
+    # --- one peer -----------------------------------------------------------------------------
+    async def _follow(self, url: str, peer: _Peer) -> None:
+        """Connect, sync, and when the connection ends move the peer's health by the table
+        and wait as long as its new state says."""
         while True:
+            await asyncio.sleep(peer.health.wait(time.monotonic()))
             try:
-                await self._session(url, plan, progress)
+                await self._connect_and_run(url, peer)
+                trigger = h.FAILED  # the peer ended the connection
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # network, protocol or peer errors: pause and retry
-                log.info("peer_disconnected", peer=url, error=str(exc)[:200])
-            await asyncio.sleep(self.settings.peer_backoff_s)
+            except RateLimited as exc:
+                trigger, why = h.RATE_LIMITED, str(exc)
+            except (OutboundRefused, socket.gaierror, ssl.SSLError, InvalidHandshake, InvalidURI) as exc:
+                trigger, why = h.UNREACHABLE, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # network errors, timeouts, a peer's nonsense
+                trigger, why = h.FAILED, f"{type(exc).__name__}: {exc}"
+            else:
+                why = "connection closed"
+            state = peer.health.on(trigger, time.monotonic(), random.random())
+            self.metrics.peer_state(url, state)
+            log.info("peer_disconnected", peer=url, trigger=trigger, state=state, error=why[:200],
+                     retry_in=round(peer.health.wait(time.monotonic()), 3))
 
-    async def _session(self, url: str, plan: PeerPlan, progress: "_Progress") -> None:
+    async def _connect_and_run(self, url: str, peer: _Peer) -> None:
         check = await check_outbound(url, self.settings.outbound_allow_private)
         if check.refusal is not None:
-            raise ConnectionRefusedError(f"not following {url}: {check.refusal}")
+            raise OutboundRefused(f"not following {url}: {check.refusal}")
         async with await self._connect(url, check.addresses) as ws:
-            await ws.send(json.dumps(["REQ", SUB_ID, *plan.filters(progress.since)]))
-            log.info("peer_subscribed", peer=url, repos=len(plan.coordinates), since=progress.since)
-            async for message in ws:
-                stored_at = await self._handle(url, message)
-                if stored_at is not None:
-                    progress.stored(stored_at)
+            def synced() -> None:
+                if peer.health.state != h.OK:
+                    self.metrics.peer_state(url, peer.health.on(h.SYNCED, time.monotonic(), 0.0))
+                else:
+                    peer.health.on(h.SYNCED, time.monotonic(), 0.0)
+                self.metrics.peer_success(url, time.time())
+                log.info("peer_synced", peer=url, negentropy=peer.progress.speaks_negentropy,
+                         newest=peer.progress.newest)
+
+            hooks = SessionHooks(accept=lambda raw: self._accept(url, raw), on_synced=synced,
+                                 on_history=lambda method: self.metrics.peer_history(url, method),
+                                 on_bytes=lambda n: self.metrics.peer_bytes(url, n))
+            session = PeerSession(url, ws, self.limits, self.store, hooks, lambda: peer.plan, peer.changed,
+                                  peer.progress)
+            await session.run()
 
     async def _connect(self, url: str, addresses: tuple[str, ...]) -> Any:
         """Open the websocket to one of the checked addresses, in turn (one may be an IPv6
@@ -185,38 +241,40 @@ class PeerSync:
         assert last is not None
         raise last
 
-    async def _handle(self, url: str, message: str | bytes) -> int | None:
-        """One frame from a peer; the created_at of the event when it was stored. A frame
-        that is not a good event is skipped and counted, whatever is wrong with it: the
-        stream moves on."""
+    # --- one event ------------------------------------------------------------------------------
+    async def _accept(self, url: str, raw: Any) -> int | None:
+        """The checks a client's EVENT gets, then ingest; the event's created_at when it is
+        stored or held (or was already). Whatever is wrong with a frame, it is skipped and
+        counted: the stream moves on."""
         try:
-            frame = json.loads(message)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(frame, list) or len(frame) < 3 or frame[0] != "EVENT" or frame[1] != SUB_ID:
-            return None
-        try:
-            event = Event.from_dict(frame[2])
+            event = Event.from_dict(raw)
             check_limits(event, self.live.limits, time.time())
             event.verify()
         except Exception as exc:  # noqa: BLE001 - EventError, or anything a hostile peer found
+            self.metrics.peer_event(url, "invalid")
             self.metrics.event_rejected(-1, "invalid")
             log.info("peer_event_invalid", peer=url, error=f"{type(exc).__name__}: {exc}"[:200])
             return None
-        outcome = await self.publish(event, "synced")
-        log.debug("peer_event", peer=url, event_id=event.id, accepted=outcome.accepted, note=outcome.message)
-        return event.created_at if outcome.accepted else None
+        return await self._publish(event, url)
 
-
-@dataclass
-class _Progress:
-    """The newest created_at a peer gave us that we stored (per peer and plan)."""
-
-    since: int | None = None
-
-    def stored(self, created_at: int) -> None:
-        if self.since is None or created_at > self.since:
-            self.since = created_at
+    async def _publish(self, event: Event, url: str, first_seen: float | None = None) -> int | None:
+        try:
+            outcome = await self.publish(event, url)
+        except Exception:  # a bug costs this event, never the stream
+            log.exception("peer_publish_failed", peer=url, event_id=event.id)
+            self.metrics.peer_event(url, "rejected")
+            return None
+        finally:  # ingest names the event in the log context; this task goes on to others
+            structlog.contextvars.unbind_contextvars("event_id")
+        if outcome.accepted:
+            self.metrics.peer_event(url, "accepted")
+            return event.created_at
+        if may_accept_later(outcome.message) and self.retry.add(event, url, time.time(), first_seen):
+            self.metrics.peer_event(url, "deferred")
+            log.debug("peer_event_deferred", peer=url, event_id=event.id, reason=outcome.message)
+        else:
+            self.metrics.peer_event(url, "rejected")
+        return None
 
 
 def _pinned(url: str, addresses: tuple[str, ...]) -> list[dict[str, Any]]:
