@@ -1,5 +1,6 @@
 """Settings for grasp-relay (pydantic-settings, env prefix GRASP_)."""
 
-from config.settings import Settings, SettingsError, load_settings
+from config.loading import SettingsError, load_settings
+from config.settings import Settings
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

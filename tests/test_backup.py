@@ -17,6 +17,7 @@ from storage.nostr.event import sign_event
 from tests.daemon import (
     ALICE,
     BOB,
+    CAROL,
     Client,
     announcement,
     console_script,
@@ -28,7 +29,7 @@ from tests.daemon import (
     wait_for,
     wait_log,
 )
-from tests.gitutil import GIT_ENV, commit, git, make_repo, remote_refs, rev
+from tests.gitutil import GIT_ENV, commit, git, make_repo, push, remote_refs, rev
 
 
 def count_events(db: Path) -> int:
@@ -182,3 +183,40 @@ def test_backup_refuses_a_non_empty_destination_and_a_missing_store(tmp_path: Pa
     done = subprocess.run([*console_script(), "backup", "--help"], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0 and "Restore" in done.stdout
+
+
+async def test_backup_keeps_released_contributor_pr_refs(start_daemon, tmp_path: Path) -> None:
+    """GRASP-06: a released PR's ref in `/prs/` is in the snapshot, one nobody signed is not,
+    and a relay started from the snapshot serves the first at the same tip."""
+    from tests.test_git_flows import announce_and_state, ids_served, repo_url
+    from tests.test_prs_daemon import contributor_pr, prs_url
+
+    daemon = start_daemon(grasp06_enabled="true")
+    work = make_repo(tmp_path / "work", commits=1)
+    client = await Client.connect(daemon.ws_url)
+    try:
+        await announce_and_state(client, daemon, ALICE, "repo", {"refs/heads/main": rev(work)})
+        assert push(work, repo_url(daemon, ALICE, "repo"), "main").returncode == 0
+        url = prs_url(daemon, CAROL, "repo")
+        tip = commit(work, "feature.txt")
+        pr = contributor_pr(CAROL, pubkey_of(ALICE), "repo", tip, url)
+        assert push(work, url, f"{tip}:refs/nostr/{pr.id}").returncode == 0
+        ok, msg = await client.publish(pr)
+        assert ok and msg == "", msg
+        assert await ids_served(client, pr.id) == {pr.id}
+    finally:
+        await client.close()
+    dest = tmp_path / "snapshot"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}
+    env.update(GRASP_DATA_DIR=str(daemon.data_dir), GRASP_LOG_FORMAT="json", GRASP_GRASP06_ENABLED="true")
+    done = subprocess.run([*console_script(), "backup", str(dest)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "1 contributor repos" in done.stdout, done.stdout
+    copy = dest / "prs" / npub_of(CAROL) / "repo.git"
+    assert git("for-each-ref", "--format=%(refname) %(objectname)", cwd=copy).stdout.split() == [
+        f"refs/nostr/{pr.id}", tip]
+    assert git("fsck", "--no-dangling", cwd=copy, check=False).returncode == 0
+    daemon.stop()
+    restored = start_daemon(data_dir=dest, grasp06_enabled="true")
+    assert remote_refs(prs_url(restored, CAROL, "repo")) == {f"refs/nostr/{pr.id}": tip}

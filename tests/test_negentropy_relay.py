@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, load_settings, SettingsError
+from config import Settings, SettingsError, load_settings
 from relay.nostr.negentropy import NegentropyBudget, NegLimits, NegSessions
 from relay.nostr.nip11 import relay_information
 from relay.nostr.protocol import Limits, NegClose, NegMsg, NegOpen, Reply, Session

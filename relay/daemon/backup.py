@@ -21,7 +21,9 @@ taking events and pushes while the backup runs:
    A repo of an announcement still held in the snapshot keeps its refs only if they are
    exactly a state of the snapshot.
 
-The fetch quarantine and the push spool are not copied: what waits in the purgatory is
+GRASP-06 contributor repos (`<data>/prs`) are copied the same way, with only the PR refs whose
+PR event the snapshot serves; their waiting pushes (`prs-pending`) are not: a contributor pushes
+again. The fetch quarantine and the push spool are not copied: what waits in the purgatory is
 fetched again by the restored relay. Restore: stop the relay, point GRASP_DATA_DIR at the
 snapshot (or copy it back in place of the old data directory), start."""
 
@@ -84,6 +86,7 @@ class BackupReport:
     realigned: int = 0
     pr_refs: int = 0
     pending_refs: int = 0
+    prs_repos: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -110,7 +113,8 @@ def run(settings: Settings, dest_arg: str) -> int:
     out.write(f"store: {target.db_path} ({report.served_events} events served, {report.held_events} held)\n")
     out.write(f"repos: {report.repos} copied, {report.realigned} set back to the snapshot's states, "
               f"{report.skipped_newer} newer than the snapshot left out\n")
-    out.write(f"pull requests: {report.pr_refs} PR refs, {report.pending_refs} waiting refs/nostr pushes\n")
+    out.write(f"pull requests: {report.pr_refs} PR refs ({report.prs_repos} contributor repos), "
+              f"{report.pending_refs} waiting refs/nostr pushes\n")
     for problem in report.problems:
         out.write(f"NOT CONSISTENT: {problem}\n")
     out.write(f"backup {'written' if not report.problems else 'INCOMPLETE'}: {dest}\n")
@@ -230,6 +234,8 @@ async def copy_repos(settings: Settings, target: Settings, report: BackupReport)
                 _copy_pending(src_repos, dst_repos, owner, identifier, event_id, tip, report)
             except (RepoError, OSError, ValueError) as exc:
                 report.problems.append(f"{nip34.PR_REF_PREFIX}{event_id} of {repo}: could not be copied: {exc}")
+        if settings.prs_dir.is_dir():
+            changed |= _copy_prs_repos(view, settings, target, report)  # the view is bound to this thread
         await _align(view, settings, src_repos, dst_repos, report, changed)
         for path in sorted(changed):
             await asyncio.to_thread(_gc, settings.git_binary, path)
@@ -259,6 +265,34 @@ def _copy_repo(view: StoreView, src_repos: RepoStore, dst_repos: RepoStore, owne
     _set_refs(dst, copied, head)
     report.pr_refs += sum(name.startswith(nip34.PR_REF_PREFIX) for name in copied)
     return copied != {n: o for n, o in live.items() if n.startswith((*nip34.BRANCH_AND_TAG, nip34.PR_REF_PREFIX))}
+
+
+def _copy_prs_repos(view: StoreView, settings: Settings, target: Settings, report: BackupReport) -> set[Path]:
+    """The contributor repos: their PR refs whose event the snapshot serves, nothing else
+    (a /prs/ repo holds refs/nostr only); the copies to gc, as a ref left out leaves objects."""
+    src_repos = RepoStore(settings.prs_dir, settings.git_binary, settings.prs_pending_dir)
+    dst_repos = RepoStore(target.prs_dir, settings.git_binary, target.prs_pending_dir)
+    changed: set[Path] = set()
+    for npub, identifier, src in repo_dirs(settings.prs_dir):
+        owner = nip34.npub_to_hex(npub)
+        if owner is None or src_repos.path(owner, identifier) != src:
+            continue
+        live = {n: o for n, o in RepoStore.all_refs(src).items() if n.startswith(nip34.PR_REF_PREFIX)}
+        wanted = {n: o for n, o in live.items() if view.is_served(n.removeprefix(nip34.PR_REF_PREFIX))}
+        if not wanted:
+            continue
+        try:
+            dst = dst_repos.ensure(owner, identifier)
+            copied = _copy(src_repos, src, dst, wanted)
+            _set_refs(dst, copied, None)
+        except (RepoError, OSError, subprocess.SubprocessError) as exc:
+            report.problems.append(f"prs/{npub}/{identifier}.git: could not be copied: {exc}")
+            continue
+        report.prs_repos += 1
+        report.pr_refs += len(copied)
+        if copied != live:
+            changed.add(dst)
+    return changed
 
 
 def _copy_pending(src_repos: RepoStore, dst_repos: RepoStore, owner: str, identifier: str, event_id: str,

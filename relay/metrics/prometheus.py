@@ -1,14 +1,10 @@
-"""Prometheus metrics for the relay, served at GET /metrics.
+"""The Prometheus implementation of the metrics interface, served at GET /metrics.
 
 Each `Metrics` owns its own `CollectorRegistry` instead of the process-global one, so tests
 (and anything else) can build several apps in one process without "duplicated timeseries"
-errors. Label values are bounded on purpose: an attacker choosing event kinds or announcing
-clone URLs on random hosts must not be able to grow the series count without limit, and no
-label ever holds an IP address or a pubkey."""
+errors."""
 
 from __future__ import annotations
-
-from typing import Literal, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,165 +18,26 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from storage.nostr.nip34 import NIP34_KINDS
-
-# NIP-34 kinds (and the NIP-22 comments / NIP-09 deletions that ride along with them) get
-# their own label value; every other kind is counted as "other".
-KNOWN_KINDS: frozenset[int] = NIP34_KINDS
-OTHER = "other"
-
-# NIP-01 machine-readable prefixes of OK/CLOSED messages.
-REASON_PREFIXES: frozenset[str] = frozenset(
-    {"duplicate", "pow", "blocked", "rate-limited", "invalid", "restricted", "mute", "error",
-     "auth-required", "unsupported"}
+from relay.metrics.labels import (
+    BUDGETS,
+    BUDGET_ACTIONS,
+    DEFAULT_MAX_DOMAINS,
+    DEFAULT_MAX_PEERS,
+    FETCH_BUCKETS,
+    GIT_SERVICES,
+    GitService,
+    INTEGRITY_KINDS,
+    OTHER,
+    PEER_EVENT_OUTCOMES,
+    PEER_HISTORY_METHODS,
+    PEER_STATES,
+    PURGATORY_OUTCOMES,
+    PurgatoryOutcome,
+    REQ_BUCKETS,
+    WAIT_BUCKETS,
+    kind_label,
+    reason_label,
 )
-
-PurgatoryOutcome = Literal["held", "released", "expired"]
-GitService = Literal["upload-pack", "receive-pack"]
-GIT_SERVICES: frozenset[str] = frozenset({"upload-pack", "receive-pack"})
-PURGATORY_OUTCOMES: frozenset[str] = frozenset({"held", "released", "expired"})
-INTEGRITY_KINDS: frozenset[str] = frozenset({"unsigned", "moved", "missing", "head"})
-#: which budget a client ran out of, and what the relay did about it (relay/nostr/websocket.py)
-BUDGETS: frozenset[str] = frozenset({"outbox", "outbox_total", "query"})
-BUDGET_ACTIONS: frozenset[str] = frozenset({"req_closed", "count_closed", "subscription_closed",
-                                            "connection_dropped"})
-
-DEFAULT_MAX_DOMAINS = 200
-DEFAULT_MAX_PEERS = 50
-#: GRASP-02 peer relays (relay/peers/): what became of an event a peer sent, how history came
-PEER_EVENT_OUTCOMES: frozenset[str] = frozenset({"accepted", "rejected", "invalid", "deferred"})
-PEER_HISTORY_METHODS: frozenset[str] = frozenset({"negentropy", "req"})
-PEER_STATES: tuple[str, ...] = ("ok", "backoff", "cooling", "parked")
-DISABLED_BODY = b"# metrics disabled (GRASP_METRICS_ENABLED=false)\n"
-DISABLED_CONTENT_TYPE = "text/plain; charset=utf-8"
-
-REQ_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-WAIT_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-def kind_label(kind: int) -> str:
-    return str(kind) if kind in KNOWN_KINDS else OTHER
-
-
-def reason_label(reason: str) -> str:
-    """Accept either a bare prefix ("blocked") or a whole OK message ("blocked: no repo")."""
-    prefix = reason.split(":", 1)[0].strip().lower()
-    return prefix if prefix in REASON_PREFIXES else OTHER
-
-
-class MetricsSink(Protocol):
-    """What the rest of the relay calls; satisfied by `Metrics` and `DisabledMetrics`."""
-
-    enabled: bool
-
-    def connection_opened(self) -> None: ...
-    def connection_closed(self) -> None: ...
-    def subscription_opened(self) -> None: ...
-    def subscriptions_closed(self, count: int = 1) -> None: ...
-    def event_received(self, kind: int) -> None: ...
-    def event_accepted(self, kind: int) -> None: ...
-    def event_rejected(self, kind: int, reason: str) -> None: ...
-    def purgatory_event(self, kind: int, outcome: PurgatoryOutcome) -> None: ...
-    def set_purgatory_pending(self, count: int) -> None: ...
-    def sync_fetch(self, domain: str, outcome: str, seconds: float) -> None: ...
-    def throttle_wait(self, domain: str, seconds: float) -> None: ...
-    def served_data_checked(self, repos: int) -> None: ...
-    def set_served_data_missing(self, repos: int) -> None: ...
-    def served_data_recovered(self, objects: int) -> None: ...
-    def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None: ...
-    def push_authorisation(self, accepted: bool) -> None: ...
-    def req_served(self, seconds: float) -> None: ...
-    def integrity_repair(self, kind: str) -> None: ...
-    def budget_exceeded(self, budget: str, action: str) -> None: ...
-    def peer_state(self, peer: str, state: str) -> None: ...
-    def peer_event(self, peer: str, outcome: str) -> None: ...
-    def peer_bytes(self, peer: str, count: int) -> None: ...
-    def peer_success(self, peer: str, when: float) -> None: ...
-    def peer_history(self, peer: str, method: str) -> None: ...
-    def render(self) -> tuple[bytes, str]: ...
-
-
-class DisabledMetrics:
-    """Same interface, does nothing: used when GRASP_METRICS_ENABLED=false so call sites
-    need no `if metrics:` checks."""
-
-    enabled = False
-
-    def connection_opened(self) -> None:
-        pass
-
-    def connection_closed(self) -> None:
-        pass
-
-    def subscription_opened(self) -> None:
-        pass
-
-    def subscriptions_closed(self, count: int = 1) -> None:
-        pass
-
-    def event_received(self, kind: int) -> None:
-        pass
-
-    def event_accepted(self, kind: int) -> None:
-        pass
-
-    def event_rejected(self, kind: int, reason: str) -> None:
-        pass
-
-    def purgatory_event(self, kind: int, outcome: PurgatoryOutcome) -> None:
-        pass
-
-    def set_purgatory_pending(self, count: int) -> None:
-        pass
-
-    def sync_fetch(self, domain: str, outcome: str, seconds: float) -> None:
-        pass
-
-    def throttle_wait(self, domain: str, seconds: float) -> None:
-        pass
-
-    def served_data_checked(self, repos: int) -> None:
-        pass
-
-    def set_served_data_missing(self, repos: int) -> None:
-        pass
-
-    def served_data_recovered(self, objects: int) -> None:
-        pass
-
-    def git_operation(self, service: GitService, outcome: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        pass
-
-    def push_authorisation(self, accepted: bool) -> None:
-        pass
-
-    def req_served(self, seconds: float) -> None:
-        pass
-
-    def integrity_repair(self, kind: str) -> None:
-        pass
-
-    def budget_exceeded(self, budget: str, action: str) -> None:
-        pass
-
-    def peer_state(self, peer: str, state: str) -> None:
-        pass
-
-    def peer_event(self, peer: str, outcome: str) -> None:
-        pass
-
-    def peer_bytes(self, peer: str, count: int) -> None:
-        pass
-
-    def peer_success(self, peer: str, when: float) -> None:
-        pass
-
-    def peer_history(self, peer: str, method: str) -> None:
-        pass
-
-    def render(self) -> tuple[bytes, str]:
-        return DISABLED_BODY, DISABLED_CONTENT_TYPE
 
 
 class Metrics:
@@ -400,9 +257,3 @@ class Metrics:
     # --- exposition -----------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def build_metrics(enabled: bool, max_domains: int = DEFAULT_MAX_DOMAINS,
-                  max_peers: int = DEFAULT_MAX_PEERS) -> MetricsSink:
-    """Pick the live or the no-op implementation from `settings.metrics_enabled`."""
-    return Metrics(max_domains=max_domains, max_peers=max_peers) if enabled else DisabledMetrics()
