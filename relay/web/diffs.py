@@ -39,7 +39,9 @@ def _classes(text: str) -> list[tuple[str, str]]:
     for line in text.splitlines():
         if line.startswith("@@"):
             out.append(("hunk", line))
-        elif line.startswith(("+++", "---", "diff --git", "index ", "new file", "deleted file", "similarity",
+        elif line.startswith("diff --git"):
+            continue  # the file's name heads its box already
+        elif line.startswith(("+++", "---", "index ", "new file", "deleted file", "similarity",
                               "rename ", "old mode", "new mode")):
             out.append(("meta", line))
         elif line.startswith("+"):

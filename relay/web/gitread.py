@@ -126,7 +126,7 @@ def ref_rows(repo: pygit2.Repository, tips: dict[str, str], limit: int) -> tuple
 def log_page(repo: pygit2.Repository, start: str, ofs: int, count: int) -> tuple[list[CommitInfo], bool]:
     """`count` commits from `start` (newest first, as git log), after skipping `ofs`; and
     whether more follow."""
-    walker = repo.walk(pygit2.Oid(hex=start), SortMode.TIME)
+    walker = repo.walk(pygit2.Oid(hex=start), SortMode.TOPOLOGICAL | SortMode.TIME)
     out: list[CommitInfo] = []
     for index, commit in enumerate(walker):
         if index < ofs:

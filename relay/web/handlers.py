@@ -47,6 +47,7 @@ class WebView:
         self.repos = repos
         self.pages = RepoPages(settings, ReachCache(settings.web_reach_cache_repos, settings.web_reach_max_commits))
         self._slots = asyncio.Semaphore(settings.web_render_concurrency)
+        render.set_site_name(settings.relay_name)
 
     async def serve(self, scope: dict[str, Any], send: Send, head: bool) -> None:
         raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1").split("?", 1)[0]

@@ -28,7 +28,7 @@ def walk_reachable(repo: pygit2.Repository, tips: frozenset[str], max_commits: i
     if not tips:
         return Reachable(frozenset(), True)
     ordered = sorted(tips)
-    walker = repo.walk(pygit2.Oid(hex=ordered[0]), SortMode.TIME)
+    walker = repo.walk(pygit2.Oid(hex=ordered[0]), SortMode.NONE)
     for tip in ordered[1:]:
         walker.push(pygit2.Oid(hex=tip))
     seen: set[bytes] = set()

@@ -53,6 +53,11 @@ def stylesheet() -> tuple[bytes, str]:
     return body, hashlib.sha256(body).hexdigest()[:12]
 
 
+def set_site_name(name: str) -> None:
+    """The relay's name, shown at the top of every page (one daemon per process)."""
+    _ENV.globals["site"] = name
+
+
 def page(template: str, **values: Any) -> bytes:
     values.setdefault("css_version", stylesheet()[1])
     return _ENV.get_template(template).render(**values).encode()
