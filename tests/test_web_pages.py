@@ -24,6 +24,7 @@ Some *emphasis* and a [relative link](docs/guide.md) and ![logo](logo.png).
 
 <a href="javascript:alert(2)">bad link</a> {HOSTILE}
 """
+ODD_NAME = 'odd "name"\n<x>.bin'
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 
 
@@ -53,6 +54,7 @@ def build_work_repo(path: Path) -> tuple[list[str], str]:
     git("add", ".", cwd=path)
     git("commit", "-q", "-m", f"Add the app {HOSTILE}", "-m", "Body line with <b>markup</b>.", cwd=path)
     (path / "logo.png").write_bytes(PNG)
+    (path / ODD_NAME).write_bytes(b"\0binary\0")
     git("add", ".", cwd=path)
     git("commit", "-q", "-m", "Add a binary logo", cwd=path)
     git("tag", "-a", "v1.0", "-m", "first release", cwd=path)
@@ -158,6 +160,10 @@ async def test_every_page_of_a_pushed_repository(daemon: Daemon, tmp_path: Path)
     status, headers, body = raw_get(daemon, served.base + "/raw/logo.png?h=main")
     assert status == 200 and body == PNG and headers["Content-Type"] == "image/png"
     assert headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in headers["Content-Security-Policy"]
+    assert "odd &#34;name&#34;\n&lt;x&gt;.bin</a>" in tree
+    status, headers, body = raw_get(daemon, served.base + "/raw/odd%20%22name%22%0A%3Cx%3E.bin")
+    assert status == 200 and body == b"\0binary\0" and headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"] == 'attachment; filename="odd__name___x_.bin"'
     status, headers, body = raw_get(daemon, served.base + "/raw/README.md")
     assert status == 200 and body == README.encode() and headers["Content-Type"].startswith("text/plain")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
 import structlog
@@ -123,7 +124,7 @@ class WebView:
 
     def _header(self, ann: Event, npub: str, owner: str, identifier: str) -> RepoHeader:
         http, _ = scheme(self.settings)
-        ours = f"{http}://{self.settings.domain}/{npub}/{identifier}.git"
+        ours = f"{http}://{self.settings.domain}/{npub}/{quote(identifier, safe='')}.git"
         clones = [ours] + [url for url in nip34.clone_urls(ann) if url != ours]
         named = [key for key in nip34.maintainers(ann) if key != owner]
         maintainers = []

@@ -79,6 +79,12 @@ class RepoPages:
             "blob": self._tree, "raw": self._raw, "commit": self._commit}
 
     def serve(self, req: Request) -> Response:
+        if not (req.path / "HEAD").is_file():  # announced and served, no data pushed yet
+            if req.tab != "summary":
+                raise NotFound("this repository has no git data yet")
+            body = render.page("summary.html", repo=req.header, tab="summary", default="", commits=[], readme=None,
+                               branches=0, tags=0, target=None)
+            return Response(200, body, HTML, [(b"cache-control", b"no-cache")])
         repo = gitread.open_repo(req.path)
         tips = gitread.served_tips(repo)
         default = gitread.default_branch(repo, tips)
@@ -195,8 +201,8 @@ class RepoPages:
             kind = IMAGE_TYPES[suffix]
         elif b"\0" in data[: gitread.BINARY_SNIFF_BYTES]:
             kind = "application/octet-stream"
-            name = parts[-1].encode("ascii", "replace").replace(b'"', b"_").replace(b"\\", b"_")
-            headers.append((b"content-disposition", b'attachment; filename="' + name + b'"'))
+            name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in parts[-1])
+            headers.append((b"content-disposition", f'attachment; filename="{name}"'.encode()))
         else:
             kind = "text/plain; charset=utf-8"
         return Response(200, data, kind, headers)
