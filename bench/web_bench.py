@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import http.server
 import os
 import statistics
 import subprocess
@@ -83,6 +84,10 @@ def start_cgit(root: Path, repo: Path) -> tuple[ThreadingHTTPServer, int]:
     rc.write_text(f"cache-size=0\nvirtual-root=/cgi-bin/cgit.cgi/\nrepo.url=demo\nrepo.path={repo}\n")
     os.environ["CGIT_CONFIG"] = str(rc)
     os.chdir(root)
+
+    # CGIHTTPRequestHandler drops to `nobody` when run as root, who cannot read the temporary
+    # directories; cgit runs as the bench's own user instead
+    http.server.nobody_uid = os.getuid  # type: ignore[attr-defined]
 
     class Handler(CGIHTTPRequestHandler):
         cgi_directories = ["/cgi-bin"]

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     web_diff_max_files: int = Field(300, ge=1, description="files one commit page diffs")
     web_reach_max_commits: int = Field(
         50000, ge=1, description="commits walked from the branch and tag tips to check a commit id is served")
-    web_reach_cache_repos: int = Field(8, ge=0, description="repos whose served commit sets stay in memory")
+    web_reach_cache_repos: int = Field(
+        8, ge=0, description="repos kept open per worker thread, and whose served commit sets stay in memory")
     web_events_max: int = Field(200, ge=1, le=5000, description="issues or PRs one page lists")
     web_cache_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of pages named by a ref")
     web_render_concurrency: int = Field(4, ge=1, description="pages read from git at once (threads)")

@@ -147,3 +147,37 @@ def test_reachability_is_bounded_and_follows_the_tips(tmp_path: Path) -> None:
     assert cache.is_served(path, repo, {"refs/heads/main": commits[0]}, commits[0])
     assert cache.is_served(path, repo, {"refs/heads/main": commits[0]}, commits[1])  # new tips, new walk
     assert not cache.is_served(path, repo, {"refs/heads/main": commits[0]}, "0" * 40)
+
+
+def test_history_is_in_git_log_order_even_with_equal_dates(tmp_path: Path) -> None:
+    """A rebase leaves many commits with one date; the log must still show children before
+    parents, in the order `git log` shows them, merges included."""
+    import os
+    from relay.web.gitread import log_page
+
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {"GIT_COMMITTER_DATE": "1700000000 +0000", "GIT_AUTHOR_DATE": "1700000000 +0000"}
+    os.environ.update(env)
+    try:
+        git("init", "-q", "-b", "main", str(work))
+        for i in range(4):
+            (work / f"m{i}").write_text(str(i))
+            git("add", ".", cwd=work)
+            git("commit", "-q", "-m", f"main {i}", cwd=work)
+        git("checkout", "-q", "-b", "side", "HEAD~2", cwd=work)
+        for i in range(3):
+            (work / f"s{i}").write_text(str(i))
+            git("add", ".", cwd=work)
+            git("commit", "-q", "-m", f"side {i}", cwd=work)
+        git("checkout", "-q", "main", cwd=work)
+        git("merge", "-q", "--no-edit", "side", cwd=work)
+    finally:
+        for name in env:
+            os.environ.pop(name)
+    expected = git("rev-list", "HEAD", cwd=work).stdout.split()
+    repo = pygit2.Repository(str(work / ".git"))
+    commits, more = log_page(repo, expected[0], 0, 100)
+    assert [c.id for c in commits] == expected and not more
+    page, more = log_page(repo, expected[0], 3, 2)
+    assert [c.id for c in page] == expected[3:5] and more

@@ -85,7 +85,7 @@ class RepoPages:
             body = render.page("summary.html", repo=req.header, tab="summary", default="", commits=[], readme=None,
                                branches=0, tags=0, target=None)
             return Response(200, body, HTML, [(b"cache-control", b"no-cache")])
-        repo = gitread.open_repo(req.path)
+        repo = gitread.open_repo(req.path, self.settings.web_reach_cache_repos)
         tips = gitread.served_tips(repo)
         default = gitread.default_branch(repo, tips)
         return self._tabs[req.tab](req, repo, tips, default)
