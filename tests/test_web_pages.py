@@ -294,3 +294,37 @@ async def test_issues_with_status_and_replies(daemon: Daemon, tmp_path: Path) ->
     assert "status-closed" in crash and "1 reply" in crash
     assert "status-open" in idea and "0 replies" in idea  # a stranger's status does not count
     assert "https://njump.me/nevent1" in crash
+
+
+async def test_every_bound_is_a_setting(start_daemon, tmp_path: Path) -> None:
+    """Small GRASP_WEB_* limits: the landing page pages, the log pages, the tree, blob, raw
+    and diff stop at their limits and say so."""
+    daemon = start_daemon(web_repos_per_page="1", web_log_commits="2", web_log_max_offset="2",
+                          web_tree_max_entries="2", web_blob_max_bytes="1024", web_raw_max_bytes="1024",
+                          web_diff_max_bytes="1024", web_highlight_max_bytes="0")
+    client = await Client.connect(daemon.ws_url)
+    try:
+        first = await publish_rich_repo(client, daemon, tmp_path, "alpha")
+        second = await publish_rich_repo(client, daemon, tmp_path, "beta")
+    finally:
+        await client.close()
+    newest, older = text(daemon, "/"), text(daemon, "/?page=2")
+    assert "2 repositories" in newest and "page 1 of 2" in newest and 'href="?page=2"' in newest
+    shown = [[r.base for r in (first, second) if f'href="{r.base}"' in page] for page in (newest, older)]
+    assert sorted(shown) == sorted([[first.base], [second.base]])  # one a page, each once
+    text(daemon, "/?page=3", 404)
+    assert "page 1 of 2" in text(daemon, f"/{first.npub}")
+
+    base, c = first.base, first.commits
+    log = text(daemon, f"{base}/log")
+    assert c[-1][:10] in log and c[-3][:10] not in log and "ofs=2" in log
+    assert c[-3][:10] in text(daemon, f"{base}/log?ofs=2") and "ofs=4" not in text(daemon, f"{base}/log?ofs=2")
+    text(daemon, f"{base}/log?ofs=4", 400)
+    assert "Showing 2 of 5 entries" in text(daemon, f"{base}/tree")
+    assert "too large to show" in text(daemon, f"{base}/blob/logo.png")  # 1040 bytes
+    status, _, body = raw_get(daemon, f"{base}/raw/logo.png")
+    assert status == 413 and b"GRASP_WEB_RAW_MAX_BYTES" in body
+    plain = text(daemon, f"{base}/blob/src/app.py")
+    assert 'class="hl plain"' in plain and 'id="L-1"' in plain  # not highlighted above the cap
+    big = text(daemon, f"{base}/commit/{c[0]}")  # the root commit: the README alone is 195 bytes, fits
+    assert "+# Demo project" in big and "diff too large" not in big
