@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Client, Daemon
+from storage.nostr.event import sign_event
+from tests.daemon import ALICE, CAROL, Client, Daemon, now, pubkey_of
 from tests.test_web_pages import publish_rich_repo
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "web"
@@ -65,6 +66,12 @@ async def test_click_through_at_phone_and_desktop_width(daemon: Daemon, tmp_path
     client = await Client.connect(daemon.ws_url)
     try:
         served = await publish_rich_repo(client, daemon, tmp_path)
+        coord = f"30617:{pubkey_of(ALICE)}:demo"
+        bug = sign_event(CAROL, 1621, "it crashes", [["a", coord], ["subject", "Crash on start"]], now() - 60)
+        idea = sign_event(CAROL, 1621, "idea", [["a", coord], ["subject", "Support a config file"]], now() - 30)
+        closed = sign_event(ALICE, 1632, "", [["e", bug.id, "", "root"], ["a", coord]], now())
+        for event in (bug, idea, closed):
+            assert (await client.publish(event))[0]
     finally:
         await client.close()
     driver = browser(tmp_path / "chromium-profile")
@@ -96,6 +103,10 @@ async def test_click_through_at_phone_and_desktop_width(daemon: Daemon, tmp_path
             shoot(driver, "5-blob", width)
             click(driver, "nav.tabs a", "refs")
             shoot(driver, "6-refs", width)
+            click(driver, "nav.tabs a", "issues")
+            statuses = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ul.threads .status")]
+            assert statuses == ["open", "closed"]
+            shoot(driver, "7-issues", width)
     finally:
         driver.quit()
-    assert len(list(ARTIFACTS.glob("*.png"))) >= 12
+    assert len(list(ARTIFACTS.glob("*.png"))) >= 14
