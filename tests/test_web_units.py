@@ -11,8 +11,8 @@ import pytest
 from relay.web import diffs, render
 from relay.web.reach import ReachCache, walk_reachable
 from relay.web.routes import parse, query
-from relay.web.shown import (BadRequest, NotFound, listing, offset, resolve_ref, split_path, status_of, target_of,
-                             threads)
+from relay.web.shown import (BadRequest, NotFound, listed, listing, offset, resolve_ref, split_path, status_of,
+                             target_of, threads)
 from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, pubkey_of
 from tests.gitutil import git, make_repo, rev
@@ -93,13 +93,13 @@ def test_issue_status_counts_only_the_author_and_maintainers() -> None:
 
 
 def test_landing_orders_by_activity_and_filters() -> None:
-    a = sign_event(ALICE, 30617, "", [["d", "alpha"], ["name", "Alpha"], ["description", "first"]], 100)
-    b = sign_event(BOB, 30617, "", [["d", "beta"], ["name", "Beta"]], 200)
-    st = sign_event(ALICE, 30618, "", [["d", "alpha"]], 300)
-    assert [x.name for x in listing([a, b], [], "")] == ["Beta", "Alpha"]
-    assert [x.name for x in listing([a, b], [st], "")] == ["Alpha", "Beta"]
-    assert [x.name for x in listing([a, b], [st], "FIRST")] == ["Alpha"]
-    assert listing([a, b], [], "gamma") == []
+    a = listed(sign_event(ALICE, 30617, "", [["d", "alpha"], ["name", "Alpha"], ["description", "first"]], 100))
+    b = listed(sign_event(BOB, 30617, "", [["d", "beta"], ["name", "Beta" + "x" * 1000]], 200))
+    assert len(b.name) == 300
+    assert [x.identifier for x in listing([a, b], {}, "")] == ["beta", "alpha"]
+    assert [x.identifier for x in listing([a, b], {"alpha": 300}, "")] == ["alpha", "beta"]
+    assert [x.activity for x in listing([a, b], {"alpha": 300}, "FIRST")] == [300]
+    assert listing([a, b], {}, "gamma") == []
 
 
 def test_readme_markdown_is_sanitised_and_relative_links_point_into_the_repo() -> None:
@@ -181,3 +181,26 @@ def test_history_is_in_git_log_order_even_with_equal_dates(tmp_path: Path) -> No
     assert [c.id for c in commits] == expected and not more
     page, more = log_page(repo, expected[0], 3, 2)
     assert [c.id for c in page] == expected[3:5] and more
+
+
+async def test_landing_scan_reads_in_chunks_and_stops_at_its_cap(tmp_path: Path) -> None:
+    """The landing page reads announcements a chunk at a time (so large events are never all
+    in memory) and must neither lose nor repeat any across chunk edges sharing a second."""
+    from config import Settings
+    from relay.web.nostr_reads import SCAN_CHUNK, served_repos
+    from storage.sqlite.events import EventStore
+
+    store = await EventStore.open(tmp_path / "events.sqlite3", Settings(data_dir=tmp_path))
+    try:
+        count = SCAN_CHUNK * 2 + 50
+        for i in range(count):
+            event = sign_event(ALICE, 30617, "", [["d", f"repo{i}"], ["name", f"Repo {i}"]], 1_000_000 + i // 3)
+            assert (await store.save(event)).status == "saved"
+        found = await served_repos(store, Settings(data_dir=tmp_path, web_repos_scan_max=10_000), "")
+        assert sorted(r.identifier for r in found) == sorted(f"repo{i}" for i in range(count))
+        capped = await served_repos(store, Settings(data_dir=tmp_path, web_repos_scan_max=250), "")
+        assert len(capped) == 250 and capped[0].identifier in {f"repo{count - k}" for k in (1, 2, 3)}
+        named = [r.identifier for r in await served_repos(store, Settings(data_dir=tmp_path), "REPO 7")]
+        assert "repo7" in named and all(name.startswith("repo7") for name in named)
+    finally:
+        await store.close()

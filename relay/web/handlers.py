@@ -91,7 +91,7 @@ class WebView:
         pages = max(1, math.ceil(len(found) / per))
         if number > pages:
             raise NotFound("there are not that many pages")
-        rows = [dict(npub=to_npub(item.announcement.pubkey), identifier=item.announcement.d_tag, name=item.name,
+        rows = [dict(npub=to_npub(item.pubkey), identifier=item.identifier, name=item.name,
                      description=item.description, activity=item.activity)
                 for item in found[(number - 1) * per: number * per]]
         http, ws = scheme(self.settings)

@@ -6,11 +6,12 @@ limit from the settings. NIP-19 links (`nevent`, `naddr`) are encoded with nostr
 from __future__ import annotations
 
 import time
+from typing import AsyncIterator
 
 import nostr_sdk
 
 from config import Settings
-from relay.web.shown import Listed, Thread, listing, threads
+from relay.web.shown import Listed, Thread, listed, listing, threads
 from storage.nostr import nip34
 from storage.nostr.event import Event
 from storage.nostr.filters import Filter
@@ -20,12 +21,36 @@ from storage.sqlite.view import StoreView
 REPLY_KINDS = frozenset({nip34.COMMENT, 1})
 
 
+SCAN_CHUNK = 200
+
+
+async def _scan(store: EventStore, kind: int, authors: frozenset[str] | None, cap: int) -> AsyncIterator[Event]:
+    """Up to `cap` served events of `kind`, newest first, read `SCAN_CHUNK` at a time so
+    that only one chunk of (possibly large) events is in memory at once."""
+    until: int | None = None
+    seen: set[str] = set()
+    while len(seen) < cap:
+        want = min(SCAN_CHUNK, cap - len(seen))
+        batch = await store.query([Filter(kinds=frozenset({kind}), authors=authors, until=until, limit=want)], want)
+        fresh = [event for event in batch if event.id not in seen]
+        for event in fresh:
+            seen.add(event.id)
+            yield event
+        if len(batch) < want or not batch:
+            return
+        # `until` is inclusive: the last second comes again (deduplicated); when a whole
+        # chunk shares it, step past it rather than read the same chunk forever
+        until = batch[-1].created_at - (0 if fresh else 1)
+
+
 async def served_repos(store: EventStore, settings: Settings, needle: str, owner: str | None = None) -> list[Listed]:
     authors = frozenset({owner}) if owner else None
     cap = settings.web_repos_scan_max
-    announcements = await store.query([Filter(kinds=frozenset({nip34.ANNOUNCEMENT}), authors=authors, limit=cap)], cap)
-    states = await store.query([Filter(kinds=frozenset({nip34.STATE}), limit=cap)], cap)
-    return listing(announcements, states, needle)
+    repos = [listed(event) async for event in _scan(store, nip34.ANNOUNCEMENT, authors, cap)]
+    newest_state: dict[str, int] = {}
+    async for st in _scan(store, nip34.STATE, None, cap):
+        newest_state[st.d_tag] = max(newest_state.get(st.d_tag, 0), st.created_at)
+    return listing(repos, newest_state, needle)
 
 
 def maintainers_of(view: StoreView, settings: Settings, owner: str, identifier: str) -> frozenset[str]:

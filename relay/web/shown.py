@@ -129,29 +129,38 @@ def first_tag(event: Event, name: str, default: str = "") -> str:
 
 
 # --- repositories listed on the landing page ---------------------------------------------
+MAX_LISTED_TEXT = 300
+
+
 @dataclass(frozen=True, slots=True)
 class Listed:
-    announcement: Event
+    """What the landing page keeps of one served announcement (not the event: a page scans
+    thousands, and an announcement may be large)."""
+
+    pubkey: str
+    identifier: str
     name: str
     description: str
     activity: int
 
 
-def listing(announcements: Iterable[Event], states: Iterable[Event], needle: str) -> list[Listed]:
-    """Served repositories, newest activity (announcement or any state of the identifier)
+def listed(announcement: Event) -> Listed:
+    name = first_tag(announcement, "name", announcement.d_tag) or announcement.d_tag
+    return Listed(announcement.pubkey, announcement.d_tag, name[:MAX_LISTED_TEXT],
+                  first_tag(announcement, "description")[:MAX_LISTED_TEXT], announcement.created_at)
+
+
+def listing(repos: Iterable[Listed], newest_state: dict[str, int], needle: str) -> list[Listed]:
+    """Served repositories, newest activity (announcement, or any state of the identifier)
     first, keeping those whose name, identifier or description contains `needle`."""
-    newest_state: dict[str, int] = {}
-    for st in states:
-        newest_state[st.d_tag] = max(newest_state.get(st.d_tag, 0), st.created_at)
     folded = needle.casefold().strip()
     out = []
-    for ann in announcements:
-        name = first_tag(ann, "name", ann.d_tag) or ann.d_tag
-        description = first_tag(ann, "description")
-        if folded and not any(folded in text.casefold() for text in (name, ann.d_tag, description)):
+    for repo in repos:
+        if folded and not any(folded in text.casefold() for text in (repo.name, repo.identifier, repo.description)):
             continue
-        out.append(Listed(ann, name, description, max(ann.created_at, newest_state.get(ann.d_tag, 0))))
-    out.sort(key=lambda item: (-item.activity, item.name.casefold(), item.announcement.id))
+        activity = max(repo.activity, newest_state.get(repo.identifier, 0))
+        out.append(Listed(repo.pubkey, repo.identifier, repo.name, repo.description, activity))
+    out.sort(key=lambda item: (-item.activity, item.name.casefold(), item.pubkey, item.identifier))
     return out
 
 
