@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     web_log_commits: int = Field(50, ge=1, le=1000, description="commits per log page")
     web_log_max_offset: int = Field(10000, ge=0, description="deepest ?ofs= a log page walks to")
     web_summary_commits: int = Field(10, ge=0, le=100, description="latest commits on a summary page")
-    web_tree_max_entries: int = Field(1000, ge=1, description="entries one tree page lists")
+    web_tree_max_entries: int = Field(1000, ge=1, description="entries one tree page (or refs page) lists")
     web_blob_max_bytes: int = Field(1024**2, ge=1024, description="largest blob shown inline (larger: raw only)")
     web_highlight_max_bytes: int = Field(
         128 * 1024, ge=0, description="largest blob syntax-highlighted (larger ones are shown plain)")

@@ -11,7 +11,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
@@ -21,7 +21,6 @@ from config import files as config_files
 from relay.daemon import logs, sdnotify
 from relay.nostr import nip11
 from relay.web import pages
-from relay.web.handlers import WebView
 from relay.web.routes import STYLESHEET
 from relay.compose import Components, open_components
 from relay.http import header, respond
@@ -30,6 +29,9 @@ from relay.daemon.reload import plan as reload_plan
 from relay.nostr.websocket import Connection
 from relay import ratelimit
 from relay.git.smart_http import parse_git_path
+
+if TYPE_CHECKING:
+    from relay.web.handlers import WebView
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,10 @@ class Relay:
     def web(self) -> WebView:
         """The HTML pages, built on the started daemon's store and repos."""
         if self._web is None:
+            # imported on the first page asked for: the template, Markdown and highlighting
+            # stack is not loaded by a daemon nobody browses
+            from relay.web.handlers import WebView
+
             self._web = WebView(self.settings, self.components.store, self.components.repos)
         return self._web
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from config import Settings
-from relay.web import render
 
 
 def not_found(settings: Settings, what: str = "page") -> bytes:
+    from relay.web import render  # the template stack loads on the first page, not at start
+
     return render.page("error.html", title="Not found", message=f"No such {what} on {settings.domain}.",
                        domain=settings.domain)
