@@ -217,6 +217,29 @@ class Settings(BaseSettings):
         0.5, gt=0, description="wall time one REQ or COUNT may hold a store reader; past it the query is "
         "interrupted and answered CLOSED error")
 
+    # --- web view: the work one page may do ----------------------------------------------
+    web_repos_per_page: int = Field(50, ge=1, le=1000, description="repositories per landing page")
+    web_repos_scan_max: int = Field(
+        5000, ge=1, description="served announcements (and states) the landing page reads to order and filter")
+    web_log_commits: int = Field(50, ge=1, le=1000, description="commits per log page")
+    web_log_max_offset: int = Field(10000, ge=0, description="deepest ?ofs= a log page walks to")
+    web_summary_commits: int = Field(10, ge=0, le=100, description="latest commits on a summary page")
+    web_tree_max_entries: int = Field(1000, ge=1, description="entries one tree page (or refs page) lists")
+    web_blob_max_bytes: int = Field(1024**2, ge=1024, description="largest blob shown inline (larger: raw only)")
+    web_highlight_max_bytes: int = Field(
+        128 * 1024, ge=0, description="largest blob syntax-highlighted (larger ones are shown plain)")
+    web_raw_max_bytes: int = Field(16 * 1024**2, ge=1024, description="largest blob a raw download serves")
+    web_readme_max_bytes: int = Field(256 * 1024, ge=1024, description="largest README rendered on a summary")
+    web_diff_max_bytes: int = Field(512 * 1024, ge=1024, description="patch text one commit page shows")
+    web_diff_max_files: int = Field(300, ge=1, description="files one commit page diffs")
+    web_reach_max_commits: int = Field(
+        50000, ge=1, description="commits walked from the branch and tag tips to check a commit id is served")
+    web_reach_cache_repos: int = Field(
+        8, ge=0, description="repos kept open per worker thread, and whose served commit sets stay in memory")
+    web_events_max: int = Field(200, ge=1, le=5000, description="issues or PRs one page lists")
+    web_cache_max_age_s: int = Field(60, ge=0, description="Cache-Control max-age of pages named by a ref")
+    web_render_concurrency: int = Field(4, ge=1, description="pages read from git at once (threads)")
+
     # --- NIP-77 negentropy (advertised in NIP-11 `limitation`) --------------------------
     negentropy_enabled: bool = Field(True, description="answer NEG-OPEN (NIP-77 set reconciliation)")
     negentropy_max_records: int = Field(

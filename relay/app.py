@@ -11,7 +11,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import structlog
 
@@ -21,6 +21,7 @@ from config import files as config_files
 from relay.daemon import logs, sdnotify
 from relay.nostr import nip11
 from relay.web import pages
+from relay.web.routes import STYLESHEET
 from relay.compose import Components, open_components
 from relay.http import header, respond
 from relay.daemon.reload import Live
@@ -29,7 +30,9 @@ from relay.nostr.websocket import Connection
 from relay import ratelimit
 from relay.git.prs import parse_prs_path
 from relay.git.smart_http import parse_git_path
-from storage.repos import BadRepoPath, owner_pubkey, validate_identifier
+
+if TYPE_CHECKING:
+    from relay.web.handlers import WebView
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +52,7 @@ class Relay:
         self.started_at = time.time()
         self.connections: set[Connection] = set()
         self._components: Components | None = None
+        self._web: WebView | None = None
 
     @property
     def components(self) -> Components:
@@ -56,6 +60,17 @@ class Relay:
         if self._components is None:
             raise RuntimeError("the relay has not started")
         return self._components
+
+    @property
+    def web(self) -> WebView:
+        """The HTML pages, built on the started daemon's store and repos."""
+        if self._web is None:
+            # imported on the first page asked for: the template, Markdown and highlighting
+            # stack is not loaded by a daemon nobody browses
+            from relay.web.handlers import WebView
+
+            self._web = WebView(self.settings, self.components.store, self.components.repos)
+        return self._web
 
     async def startup(self) -> None:
         self._components = await open_components(self.settings, self.live)
@@ -172,7 +187,7 @@ class Relay:
                 body = json.dumps(nip11.relay_information(self.settings)).encode()
                 await respond(send, 200, body, "application/nostr+json", head=head)
             else:
-                await respond(send, 200, pages.landing(self.settings), "text/html; charset=utf-8", head=head)
+                await self.web.serve(scope, send, head)
             return
         if path == "/health":
             await respond(send, 200, json.dumps(await self.health()).encode(), "application/json", head=head)
@@ -194,27 +209,18 @@ class Relay:
             if rest not in ("", "/"):
                 ratelimit.current_client.set(self.client_ip(scope))
                 await self.components.git.handle(scope, receive, send, npub, identifier, rest)
+            elif method == "POST":
+                await respond(send, 405, b"method not allowed\n")
             else:
-                await self._repo_page(send, npub, identifier, head)
+                await self.web.serve(scope, send, head)  # the repository page at its clone URL
+            return
+        if path.startswith("/npub1") or path == STYLESHEET:
+            if method == "POST":
+                await respond(send, 405, b"method not allowed\n")
+            else:
+                await self.web.serve(scope, send, head)
             return
         await respond(send, 404, pages.not_found(self.settings), "text/html; charset=utf-8", head=head)
-
-    async def _repo_page(self, send: Send, npub: str, raw_identifier: str, head: bool) -> None:
-        html = "text/html; charset=utf-8"
-        try:
-            identifier = validate_identifier(raw_identifier)
-            owner = owner_pubkey(npub)
-        except BadRepoPath as exc:
-            await respond(send, 400, f"bad repository path: {exc}\n".encode(), head=head)
-            return
-        ann = self.components.store.view.served_announcement(owner, identifier)
-        if ann is None:
-            await respond(send, 404, pages.not_found(self.settings, "repository"), html, head=head)
-            return
-        name = (ann.tag_values("name") or [identifier])[0]
-        description = (ann.tag_values("description") or [""])[0]
-        body = pages.repository(self.settings, npub, identifier, name, description)
-        await respond(send, 200, body, html, head=head)
 
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
