@@ -113,6 +113,14 @@ class Daemon:
         code, self.proc = self.proc.returncode, None
         return code
 
+    def wait_exit(self, timeout: float = 15.0) -> int | None:
+        """Wait for an exit a signal already asked for, without signalling again (a second
+        SIGTERM makes uvicorn quit at once, without its graceful shutdown)."""
+        if self.proc is None:
+            return None
+        self.proc.wait(timeout)
+        return self.stop()
+
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 

@@ -209,7 +209,7 @@ async def test_sigterm_during_push_leaves_repo_consistent(start_daemon, tmp_path
             sock.sendall(pack[len(pack) // 2:])
             answer = await asyncio.to_thread(_read_to_end, sock)
             assert b" 200 " in answer.split(b"\r\n", 1)[0] and b"ok refs/heads/main" in answer, answer[-500:]
-        code = await asyncio.to_thread(daemon.stop, signal.SIGTERM, 30.0)  # already sent: waits for the exit
+        code = await asyncio.to_thread(daemon.wait_exit, 30.0)  # SIGTERM already sent: no second one
     await client.close()
     assert code == 0, daemon.log()
     repo = daemon.data_dir / "repos" / npub_of(ALICE) / "term.git"
