@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.settings import Settings  # noqa: E402
 from storage.nostr.event import Event  # noqa: E402
-from storage.sqlite.events import EventStore  # noqa: E402
 from storage.nostr.filters import Filter  # noqa: E402
+from storage.sqlite.events import EventStore  # noqa: E402
 
 
 def make_events(n: int, seed: int = 7) -> tuple[list[Event], list[str], list[str]]:

@@ -39,9 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.sqlite import schema
 from storage.nostr.event import Event
 from storage.nostr.filters import Filter
+from storage.sqlite import schema
 from storage.sqlite.query import select_count, select_raw
 from storage.sqlite.write_ops import index_tags
 

@@ -29,9 +29,9 @@ from typing import Any, Iterable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peer import RelayProcess, default_grasp_binary, grasp_relay, peer_relay  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from peer import RelayProcess, default_grasp_binary, grasp_relay, peer_relay  # noqa: E402
 from storage.nostr.event import sign_event  # noqa: E402
 
 ISSUE_KIND = 1621

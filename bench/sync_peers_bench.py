@@ -39,11 +39,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peer import RelayProcess, grasp_relay  # noqa: E402
+from relay_bench import (  # noqa: E402
+    ANNOUNCEMENT_KIND,
+    ISSUE_KIND,
+    SignJob,
+    Workload,
+    pubkey_of,
+    publish,
+    secret_for,
+    serve_repos,
+    sign_all,
+)
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from peer import RelayProcess, grasp_relay  # noqa: E402
-from relay_bench import (ANNOUNCEMENT_KIND, ISSUE_KIND, SignJob, Workload, publish, pubkey_of,  # noqa: E402
-                         secret_for, serve_repos, sign_all)
 from storage.nostr.negentropy import Initiator, Items  # noqa: E402
 
 COMMENT_KIND = 1111

@@ -19,7 +19,8 @@ from typing import Callable
 
 import structlog
 
-from purgatory import lifecycle, prs as grasp06
+from purgatory import lifecycle
+from purgatory import prs as grasp06
 from purgatory.ports import EventLookup, PlaceholderStore, PurgatoryMetrics
 from storage.nostr import nip34
 from storage.nostr.event import Event

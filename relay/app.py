@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import structlog
 
 from config import Settings, SettingsError, load_settings
-from config.checks import unknown_names
 from config import files as config_files
-from relay.daemon import logs, sdnotify
-from relay.nostr import nip11
-from relay.web import pages
-from relay.web.routes import STYLESHEET
+from config.checks import unknown_names
+from relay import ratelimit
 from relay.compose import Components, open_components
-from relay.http import header, respond
+from relay.daemon import logs, sdnotify
 from relay.daemon.reload import Live
 from relay.daemon.reload import plan as reload_plan
-from relay.nostr.websocket import Connection
-from relay import ratelimit
 from relay.git.prs import parse_prs_path
 from relay.git.smart_http import parse_git_path
+from relay.http import header, respond
+from relay.nostr import nip11
+from relay.nostr.websocket import Connection
+from relay.web import pages
+from relay.web.routes import STYLESHEET
 
 if TYPE_CHECKING:
     from relay.web.handlers import WebView

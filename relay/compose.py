@@ -44,21 +44,21 @@ from purgatory.quarantine import Quarantines
 from purgatory.sync.loops import SyncRequests, SyncService
 from purgatory.sync.served_gaps import ServedGaps
 from purgatory.sync.store_context import StoreSyncContext
-from relay.nostr import orphans
-from relay.git.smart_http import GitHttp
-from relay.nostr.ingest import AfterStore, Ingest, Outcome
-from relay.metrics import MetricsSink, build_metrics
-from relay.nostr.outbox import OutboxTotals
-from relay.peers.sync import PeerSync
+from relay.daemon.reload import Live
 from relay.git.prs import PrsPushes
 from relay.git.push_gate import PushGate
-from relay.daemon.reload import Live
+from relay.git.smart_http import GitHttp
+from relay.metrics import MetricsSink, build_metrics
+from relay.nostr import orphans
+from relay.nostr.ingest import AfterStore, Ingest, Outcome
+from relay.nostr.outbox import OutboxTotals
 from relay.nostr.subscriptions import Subscriptions
 from relay.nostr.websocket import ConnectionParts
+from relay.peers.sync import PeerSync
 from storage.nostr import nip34
 from storage.nostr.event import Event
-from storage.sqlite.events import EventStore
 from storage.repos import RepoStore
+from storage.sqlite.events import EventStore
 
 log = structlog.get_logger(__name__)
 

@@ -5,12 +5,11 @@ is unit-tested with a fake clock; the websocket and git layers only ask and answ
 from __future__ import annotations
 
 import ipaddress
-from contextvars import ContextVar
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
-
 
 #: The client address of the HTTP request being handled, for limits applied deep in the git
 #: path (the push authoriser sees repo and ref updates, not the connection).

@@ -6,8 +6,8 @@ It records every frame it was sent, so tests can assert what the daemon asked.""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import websockets

@@ -12,12 +12,24 @@ from typing import Any
 import pytest
 
 from storage.nostr.event import sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, announcement, issue, now, npub_of, pubkey_of, state, \
-    wait_log
+from tests.daemon import (
+    ALICE,
+    BOB,
+    CAROL,
+    Client,
+    Daemon,
+    announcement,
+    issue,
+    now,
+    npub_of,
+    pubkey_of,
+    state,
+    wait_log,
+)
 from tests.gitutil import commit, make_repo, push, remote_refs, rev
+from tests.test_relay_daemon import served_repo
 from tests.test_sync_daemon import FAST_SYNC, wait_served
 from tests.upstream import Upstream
-from tests.test_relay_daemon import served_repo
 
 
 def nip11(daemon: Daemon) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from nostr_sdk import Keys
 
 from config.settings import Settings
 from relay.git import push_auth
-from relay.git.smart_http import GitHttp, RepoRef, parse_git_path, respond_text
 from relay.git.pktline import FLUSH, RefUpdate, encode
+from relay.git.smart_http import GitHttp, RepoRef, parse_git_path, respond_text
 from storage.repos import RepoStore
 
 MAX_PUSH = 256 * 1024

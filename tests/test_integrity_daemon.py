@@ -13,6 +13,7 @@ from tests.daemon import ALICE, Client, Daemon, console_script, metric, npub_of,
 from tests.gitutil import git, make_repo, push, rev
 from tests.test_git_flows import announce_and_state, repo_url
 
+
 def cli(daemon: Daemon, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """`grasp-relay integrity-check ...` with the same GRASP_* environment as the daemon."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRASP_")}

@@ -13,8 +13,18 @@ from typing import Any
 
 import nostr_sdk
 import pytest
-from nostr_sdk import (ClientBuilder, EventId, Filter, Kind, NegentropyItem, NostrLmdb, RelayUrl, SyncDirection,
-                       SyncOptions, Timestamp)
+from nostr_sdk import (
+    ClientBuilder,
+    EventId,
+    Filter,
+    Kind,
+    NegentropyItem,
+    NostrLmdb,
+    RelayUrl,
+    SyncDirection,
+    SyncOptions,
+    Timestamp,
+)
 
 from storage.nostr.event import Event, sign_event
 from storage.nostr.negentropy import Initiator, Items

@@ -15,8 +15,22 @@ import pytest
 import websockets
 
 from storage.nostr.event import sign_event
-from tests.daemon import (ALICE, BOB, CAROL, Client, announcement, issue, metric, now, npub_of, pubkey_of, state,
-                          wait_for, wait_log, wait_metric)
+from tests.daemon import (
+    ALICE,
+    BOB,
+    CAROL,
+    Client,
+    announcement,
+    issue,
+    metric,
+    now,
+    npub_of,
+    pubkey_of,
+    state,
+    wait_for,
+    wait_log,
+    wait_metric,
+)
 from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
 from tests.test_push_integrity import Z as ZERO
 from tests.test_push_integrity import commands, pack_of

@@ -90,7 +90,7 @@ PEER_FAST = dict(peer_refresh_s="30", peer_backoff_s="0.2", peer_replan_delay_s=
 
 async def publish_announcement(daemon, relays: list[str], identifier: str = "peered") -> None:
     from storage.nostr.event import sign_event
-    from tests.daemon import ALICE, Client, npub_of, now
+    from tests.daemon import ALICE, Client, now, npub_of
 
     tags = [["d", identifier], ["clone", f"{daemon.http_url}/{npub_of(ALICE)}/{identifier}.git"],
             ["relays", daemon.ws_url, *relays]]

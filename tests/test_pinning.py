@@ -557,8 +557,8 @@ async def test_the_sync_context_fetches_from_the_address_its_check_approved(
         tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check (here answering as a rebinding name would: 127.0.0.2) and the fetch share the
     addresses: the fetch goes to 127.0.0.2, not to where "localhost" points when libgit2 asks."""
-    from purgatory.sync import store_context
     from purgatory.fetch.outbound import OutboundCheck
+    from purgatory.sync import store_context
 
     elsewhere, checked = _same_port_on_two_loopback_addresses(tmp_path)
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.nostr.protocol import Limits, Reply, Session
 from storage.nostr.filters import Filter, FilterError

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from storage.nostr.event import Event, sign_event
-from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, npub_of, now, pubkey_of, wait_for
+from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, now, npub_of, pubkey_of, wait_for
 from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
 from tests.test_git_flows import announce_and_state, ids_served, repo_url
 from tests.test_push_integrity import Z, commands, fetchable_by_id, pack_of, raw_post

@@ -9,8 +9,7 @@ from purgatory.adopt import Adoption
 from purgatory.locate import Announcements, Locator
 from purgatory.quarantine import Quarantines
 from storage.nostr import nip34
-from tests.purgatory_fakes import (ALICE, BOB, CAROL, OID, T0, FakeRepos, FakeStore, announcement, entry, pk,
-                                   state)
+from tests.purgatory_fakes import ALICE, BOB, CAROL, OID, T0, FakeRepos, FakeStore, announcement, entry, pk, state
 
 A, B, C = pk(ALICE), pk(BOB), pk(CAROL)
 MAIN = "refs/heads/main"

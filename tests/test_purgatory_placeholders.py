@@ -8,8 +8,20 @@ from pathlib import Path
 
 from purgatory.placeholders import Placeholders
 from storage.nostr import nip34
-from tests.purgatory_fakes import (ALICE, BOB, CAROL, OID, FakeMetrics, FakeRepos, FakeStore, announcement, entry,
-                                   pk, pr, pr_update)
+from tests.purgatory_fakes import (
+    ALICE,
+    BOB,
+    CAROL,
+    OID,
+    FakeMetrics,
+    FakeRepos,
+    FakeStore,
+    announcement,
+    entry,
+    pk,
+    pr,
+    pr_update,
+)
 
 A, B = pk(ALICE), pk(BOB)
 EXPIRY_S = 600.0

@@ -14,8 +14,21 @@ from relay.git.smart_http import RepoRef
 from storage.nostr import nip34
 from storage.nostr.event import Event
 from storage.nostr.nip34 import ZERO_OID
-from tests.purgatory_fakes import (ALICE, BOB, CAROL, DAVE, OID, T0, FakeRepos, FakeStore, announcement, entry,
-                                   pk, pr, state)
+from tests.purgatory_fakes import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    OID,
+    T0,
+    FakeRepos,
+    FakeStore,
+    announcement,
+    entry,
+    pk,
+    pr,
+    state,
+)
 
 A, B, C, D = pk(ALICE), pk(BOB), pk(CAROL), pk(DAVE)
 MAIN = "refs/heads/main"

@@ -15,8 +15,21 @@ from purgatory.locate import Locator
 from purgatory.placeholders import Placeholders
 from storage.nostr import nip34
 from storage.nostr.event import Event
-from tests.purgatory_fakes import (ALICE, BOB, CAROL, OID, T0, FakeMetrics, FakeRepos, FakeStore, announcement,
-                                   entry, pk, pr, state)
+from tests.purgatory_fakes import (
+    ALICE,
+    BOB,
+    CAROL,
+    OID,
+    T0,
+    FakeMetrics,
+    FakeRepos,
+    FakeStore,
+    announcement,
+    entry,
+    pk,
+    pr,
+    state,
+)
 
 A, B, C = pk(ALICE), pk(BOB), pk(CAROL)
 MAIN = "refs/heads/main"

@@ -168,7 +168,9 @@ async def test_limits_through_daemon(start_daemon) -> None:
 async def test_restart_keeps_events_sdk_client_publishes_and_reads(start_daemon, tmp_path) -> None:
     from datetime import timedelta
 
-    from nostr_sdk import Client as SdkClient, Event as SdkEvent, Filter, Kind, RelayUrl, ReqTarget
+    from nostr_sdk import Client as SdkClient
+    from nostr_sdk import Event as SdkEvent
+    from nostr_sdk import Filter, Kind, RelayUrl, ReqTarget
 
     data = tmp_path / "persist"
     daemon = start_daemon(data)

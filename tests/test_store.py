@@ -18,8 +18,8 @@ import pytest
 
 from config.settings import Settings
 from storage.nostr.event import Event, sign_event
-from storage.sqlite.events import EventStore, StoreError
 from storage.nostr.filters import Filter
+from storage.sqlite.events import EventStore, StoreError
 
 SK_A = "01" * 32
 SK_B = "02" * 32

@@ -11,8 +11,8 @@ import pytest
 
 from config.settings import Settings
 from storage.nostr.event import Event, sign_event
-from storage.sqlite.events import EventStore, HeldEntry
 from storage.nostr.filters import Filter
+from storage.sqlite.events import EventStore, HeldEntry
 from storage.sqlite.writer import run_batch
 
 SK_A = "01" * 32

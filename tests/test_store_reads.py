@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from storage.sqlite import query, schema
 from storage.nostr.event import Event
-from storage.sqlite.events import EventStore, QueryBudgetExceeded
 from storage.nostr.filters import Filter
+from storage.sqlite import query, schema
+from storage.sqlite.events import EventStore, QueryBudgetExceeded
 from storage.sqlite.reads import STREAM_BATCH
 from storage.sqlite.write_ops import save_event
 

@@ -13,8 +13,19 @@ from typing import Iterator
 import pytest
 
 from storage.nostr.event import sign_event
-from tests.daemon import (ALICE, CAROL, Client, announcement, metric, now, npub_of, pubkey_of, state, wait_for,
-                          wait_metric)
+from tests.daemon import (
+    ALICE,
+    CAROL,
+    Client,
+    announcement,
+    metric,
+    now,
+    npub_of,
+    pubkey_of,
+    state,
+    wait_for,
+    wait_metric,
+)
 from tests.gitutil import commit, git, make_repo, remote_head, remote_refs, rev
 from tests.upstream import Upstream
 

@@ -11,8 +11,18 @@ import pytest
 from relay.web import diffs, render
 from relay.web.reach import ReachCache, walk_reachable
 from relay.web.routes import parse, query
-from relay.web.shown import (BadRequest, NotFound, listed, listing, offset, resolve_ref, split_path, status_of,
-                             target_of, threads)
+from relay.web.shown import (
+    BadRequest,
+    NotFound,
+    listed,
+    listing,
+    offset,
+    resolve_ref,
+    split_path,
+    status_of,
+    target_of,
+    threads,
+)
 from storage.nostr.event import sign_event
 from tests.daemon import ALICE, BOB, CAROL, pubkey_of
 from tests.gitutil import git, make_repo, rev
@@ -153,6 +163,7 @@ def test_history_is_in_git_log_order_even_with_equal_dates(tmp_path: Path) -> No
     """A rebase leaves many commits with one date; the log must still show children before
     parents, in the order `git log` shows them, merges included."""
     import os
+
     from relay.web.gitread import log_page
 
     work = tmp_path / "w"

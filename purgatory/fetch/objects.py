@@ -42,10 +42,10 @@ from urllib.parse import urlsplit
 import pygit2
 import structlog
 
-from purgatory.sync.context import FetchKind, FetchOutcome
 from purgatory.fetch.outbound import GIT_SCHEMES, check_clone_url, scheme_refusal
 from purgatory.fetch.pinning import Forwarder, Target
 from purgatory.quarantine import init_quarantine
+from purgatory.sync.context import FetchKind, FetchOutcome
 from storage.nostr.nip34 import is_oid
 
 log = structlog.get_logger(__name__)

@@ -20,14 +20,14 @@ from typing import Awaitable, Callable
 import structlog
 
 from config import Settings
-from purgatory.fetch import objects as fetch
 from purgatory import release
-from purgatory.sync.context import FetchOutcome
-from purgatory.sync.served_gaps import ServedGaps
+from purgatory.fetch import objects as fetch
 from purgatory.fetch.outbound import check_clone_url
 from purgatory.locate import Locator
 from purgatory.ports import FetchMetrics, HeldReads
 from purgatory.quarantine import Quarantines
+from purgatory.sync.context import FetchOutcome
+from purgatory.sync.served_gaps import ServedGaps
 from purgatory.sync.throttle import domain_of
 from storage.nostr import nip34
 from storage.sqlite.records import HeldEntry

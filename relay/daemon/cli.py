@@ -12,9 +12,8 @@ import math
 import os
 import signal
 import sys
-
-from types import FrameType
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import structlog

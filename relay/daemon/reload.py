@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from config import Settings
-from relay.nostr import policy
 from relay import ratelimit
+from relay.nostr import policy
 from relay.nostr.protocol import Limits
 
 #: the settings a reload applies; new websocket connections get the new NIP-01 limits and

@@ -11,8 +11,8 @@ from typing import Any, BinaryIO
 
 from relay.cors import cors_headers
 from relay.git.body import CHUNK, BadBody, BodyTooLarge, ClientGone
-from relay.http import respond
 from relay.git.spawn import GitProcess, spawn
+from relay.http import respond
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

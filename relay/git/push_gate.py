@@ -14,8 +14,8 @@ from config import Settings
 from purgatory import lifecycle
 from purgatory.ports import HeldReads
 from relay.git import push_auth
-from relay.git.smart_http import RepoRef
 from relay.git.pktline import RefUpdate
+from relay.git.smart_http import RepoRef
 from relay.nostr.policy.context import PolicyContext
 from relay.nostr.policy.pushes import push_refusal
 from relay.ratelimit import KeyedWindows, current_client

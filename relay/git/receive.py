@@ -25,8 +25,8 @@ from relay.git.pktline import CommandParser, PktLineError, RefUpdate, report_sta
 from relay.git.process_io import Receive, Send, drain, end_stream, respond_text, run_git, send_file, spool, start_stream
 from relay.git.push_auth import PushPlan, apply_updates, decide
 from relay.git.request import RepoRef, Scope, git_env, request_body
-from relay.metrics import MetricsSink
 from relay.http import header
+from relay.metrics import MetricsSink
 from storage.repos import RepoStore
 
 log = structlog.get_logger(__name__)

@@ -14,8 +14,18 @@ import structlog
 
 from config.settings import Settings
 from relay.git.body import BadBody, BodyTooLarge, ClientGone, Pace
-from relay.git.process_io import (CHUNK, Receive, Send, client_gone, end_stream, respond_text, spool, start_stream,
-                                  stderr_tail, stop_git)
+from relay.git.process_io import (
+    CHUNK,
+    Receive,
+    Send,
+    client_gone,
+    end_stream,
+    respond_text,
+    spool,
+    start_stream,
+    stderr_tail,
+    stop_git,
+)
 from relay.git.request import RepoRef, Scope, git_env, request_body
 from relay.git.spawn import spawn
 from relay.metrics import GitService, MetricsSink

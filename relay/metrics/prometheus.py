@@ -19,22 +19,22 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from relay.metrics.labels import (
-    BUDGETS,
     BUDGET_ACTIONS,
+    BUDGETS,
     DEFAULT_MAX_DOMAINS,
     DEFAULT_MAX_PEERS,
     FETCH_BUCKETS,
     GIT_SERVICES,
-    GitService,
     INTEGRITY_KINDS,
     OTHER,
     PEER_EVENT_OUTCOMES,
     PEER_HISTORY_METHODS,
     PEER_STATES,
     PURGATORY_OUTCOMES,
-    PurgatoryOutcome,
     REQ_BUCKETS,
     WAIT_BUCKETS,
+    GitService,
+    PurgatoryOutcome,
     kind_label,
     reason_label,
 )

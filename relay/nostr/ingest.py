@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from relay.nostr import policy
-from relay.metrics import MetricsSink
 from relay.daemon.reload import Live
+from relay.metrics import MetricsSink
+from relay.nostr import policy
 from storage.nostr.event import Event
 from storage.sqlite.records import SaveResult
 

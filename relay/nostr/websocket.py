@@ -22,15 +22,15 @@ from typing import Any, Protocol
 import structlog
 
 from config import Settings
+from relay.daemon.reload import Live
+from relay.metrics import MetricsSink
 from relay.nostr import ordering, protocol
 from relay.nostr.ingest import Outcome
-from relay.metrics import MetricsSink
 from relay.nostr.negentropy import ConnectionNegentropy, NegentropyBudget, NegentropyReads, NegLimits, NegSessions
 from relay.nostr.outbox import Offer, Outbox, OutboxTotals
 from relay.nostr.protocol import Count, NegClose, NegMsg, NegOpen, Publish, Reply, Session, Subscribe, Unsubscribe
-from relay.ratelimit import Window
-from relay.daemon.reload import Live
 from relay.nostr.subscriptions import Subscriptions
+from relay.ratelimit import Window
 from storage.nostr.event import Event
 from storage.nostr.filters import Filter
 from storage.sqlite.events import Deliver, QueryBudgetExceeded, StreamEnd

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from urllib.parse import quote
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 import structlog
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pygit2
 import structlog
 
-from storage.repos import objects
-from storage.repos import pending
+from storage.repos import objects, pending
 from storage.repos import refs as git_refs
 from storage.repos.errors import BadRepoPath
 from storage.repos.git_config import REPO_CONFIG, apply_config

@@ -36,11 +36,11 @@ from typing import Any, TypeVar
 import structlog
 
 from config.settings import Settings
-from storage.sqlite import held as held_reads
-from storage.sqlite import reads, write_ops
 from storage.nostr.event import Event, stored_event
 from storage.nostr.filters import Filter
 from storage.nostr.negentropy import Items
+from storage.sqlite import held as held_reads
+from storage.sqlite import reads, write_ops
 from storage.sqlite.query import select_raw
 from storage.sqlite.reads import Deliver, QueryBudgetExceeded, QueryCancelled, StreamEnd
 from storage.sqlite.records import HeldEntry, SaveResult, StoreClosed, StoreError

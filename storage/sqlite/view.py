@@ -10,15 +10,16 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from storage.sqlite import held as held_reads
 from storage.nostr.event import Event, stored_event
-from storage.sqlite.records import HeldEntry
-from storage.sqlite.schema import open_reader
 from storage.nostr.nip34 import ANNOUNCEMENT as ANNOUNCEMENT_KIND
 from storage.nostr.nip34 import DELETION as DELETION_KIND
 from storage.nostr.nip34 import STATE as STATE_KIND
 from storage.nostr.nip34 import parse_coordinate
+from storage.sqlite import held as held_reads
+from storage.sqlite.records import HeldEntry
+from storage.sqlite.schema import open_reader
 from storage.sqlite.view_cache import IdIndexedCache
+
 _ID_TAGS = ("e", "E", "q")
 _COORD_TAGS = ("a", "A", "q")
 

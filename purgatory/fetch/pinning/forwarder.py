@@ -16,9 +16,19 @@ from typing import Self
 
 import structlog
 
-from purgatory.fetch.pinning.http1 import (Head, ProtocolError, Request, absolute_target, parse_request,
-                                           request_framing, response_framing, response_status, rewrite_request,
-                                           rewrite_response, says_close)
+from purgatory.fetch.pinning.http1 import (
+    Head,
+    ProtocolError,
+    Request,
+    absolute_target,
+    parse_request,
+    request_framing,
+    response_framing,
+    response_status,
+    rewrite_request,
+    rewrite_response,
+    says_close,
+)
 from purgatory.fetch.pinning.reader import Reader
 from purgatory.fetch.pinning.upstream import Target, dial
 

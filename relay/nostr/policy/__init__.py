@@ -63,8 +63,8 @@ policy` then `policy.decide(...)` reads as before."""
 
 from relay.nostr.policy.access import blacklist_rule, ephemeral_rule, repository_blacklist_rule
 from relay.nostr.policy.context import PolicyContext, parse_archive_whitelist
-from relay.nostr.policy.lists import RepoList
 from relay.nostr.policy.graph import WAITING_ANCHOR, graph_rule, pull_request_rule
+from relay.nostr.policy.lists import RepoList
 from relay.nostr.policy.repositories import announcement_rule, state_rule
 from relay.nostr.policy.rules import RULES, Rule, decide
 from relay.nostr.policy.standalone import deletion_rule, grasp_list_rule

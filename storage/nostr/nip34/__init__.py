@@ -14,16 +14,54 @@ by full name, never through this file."""
 
 from storage.nostr.nip34.coordinates import MAX_IDENTIFIER_BYTES, identifier_problem, parse_coordinate, repo_coordinate
 from storage.nostr.nip34.keys import hex_to_npub, npub_to_hex, pubkey_from_operator_value
-from storage.nostr.nip34.kinds import (ANNOUNCEMENT, COMMENT, DELETION, GIT_DATA_KINDS, GRASP_LIST, ISSUE, NIP34_KINDS,
-                                       PATCH, PR, PR_UPDATE, STATE, STATUS_APPLIED, STATUS_CLOSED, STATUS_DRAFT,
-                                       STATUS_KINDS, STATUS_OPEN)
-from storage.nostr.nip34.maintainership import (DEFAULT_WALK_KEYS, DEFAULT_WALK_ROUNDS, DEFER, LEAD, MAINTAINER,
-                                                MODERATOR, ROLE_TAGS, Appointments, Maintainers, RoleEntry, Standing,
-                                                WalkLimits, appointments, maintainer_set, owners_authorising,
-                                                role_entry, standing, walk_maintainers)
+from storage.nostr.nip34.kinds import (
+                                       ANNOUNCEMENT,
+                                       COMMENT,
+                                       DELETION,
+                                       GIT_DATA_KINDS,
+                                       GRASP_LIST,
+                                       ISSUE,
+                                       NIP34_KINDS,
+                                       PATCH,
+                                       PR,
+                                       PR_UPDATE,
+                                       STATE,
+                                       STATUS_APPLIED,
+                                       STATUS_CLOSED,
+                                       STATUS_DRAFT,
+                                       STATUS_KINDS,
+                                       STATUS_OPEN,
+)
+from storage.nostr.nip34.maintainership import (
+                                       DEFAULT_WALK_KEYS,
+                                       DEFAULT_WALK_ROUNDS,
+                                       DEFER,
+                                       LEAD,
+                                       MAINTAINER,
+                                       MODERATOR,
+                                       ROLE_TAGS,
+                                       Appointments,
+                                       Maintainers,
+                                       RoleEntry,
+                                       Standing,
+                                       WalkLimits,
+                                       appointments,
+                                       maintainer_set,
+                                       owners_authorising,
+                                       role_entry,
+                                       standing,
+                                       walk_maintainers,
+)
 from storage.nostr.nip34.refs import BRANCH_AND_TAG, PR_REF_PREFIX, ZERO_OID, is_oid, state_refs
-from storage.nostr.nip34.tags import (clone_urls, maintainers, pr_repo_coordinates, pr_root, pr_tip, relay_urls,
-                                      state_identifier)
+from storage.nostr.nip34.tags import (
+                                       clone_urls,
+                                       maintainers,
+                                       pr_repo_coordinates,
+                                       pr_root,
+                                       pr_tip,
+                                       relay_urls,
+                                       state_identifier,
+)
 from storage.nostr.nip34.urls import announcement_lists_us, is_our_clone_url, is_our_relay_url, service_urls_match
 
 __all__ = [
