@@ -123,6 +123,22 @@ async def test_history_by_negentropy_fetches_exactly_what_we_lack() -> None:
     assert live and all(f["since"] == progress.newest - LIMITS.since_overlap_s for f in live[0][2:])
 
 
+async def test_live_subscriptions_after_fetching_one_old_event_ask_since_the_reconciliation() -> None:
+    """We lack only the peer's oldest event: once negentropy has reconciled everything, the
+    live REQs ask since the pass began, not since that old event (which would replay every
+    newer event the peer holds, all of them already here)."""
+    theirs = issues(200)
+    ours = Ours(events=theirs[1:])
+    relay = MemoryRelay(theirs)
+    progress = PeerProgress()
+    now = 1_700_000_000.0
+    await run_until_synced(relay, ours, progress, now=now)
+    assert ours.accepted == [theirs[0].id]
+    live = [f for f in relay.sent if f[0] == "REQ" and f[1].startswith("grasp-live")]
+    assert live and all(f["since"] == int(now) - LIMITS.since_overlap_s for f in live[0][2:])
+    assert progress.reconciled_at == now and progress.since() == int(now)
+
+
 async def test_req_pages_walk_until_past_a_limit_cap_and_a_crowded_second() -> None:
     """The peer answers at most 25 events per REQ (less than our page limit of 40) and seven
     events share each second: paging by an inclusive until loses none of them."""

@@ -5,12 +5,14 @@ NEG-OPEN with our own served events for that filter, the rounds until the Initia
 then REQs for the ids we lack, in batches. A peer without NIP-77 (NEG-ERR, a NOTICE saying so,
 or no answer in time) is asked by REQ pages instead, walking `until` back past whatever
 `limit` cap it keeps, until a page brings nothing new. Then one set of live subscriptions with
-`since` = the newest event stored from this peer minus a small overlap.
+`since` = the moment the history pass began (or the newest event stored from this peer, if
+later) minus a small overlap: everything older has just been reconciled, so asking since the
+newest event *fetched* would replay all that is newer than it when what was missing is old.
 
 Values the connection has already fetched history for are not asked again when the plan
 grows (an announcement or a new issue arrives); only the new ones are, and the live REQs are
 sent again under the same ids, which replaces them (NIP-01). After a reconnect, the values
-known from before are asked only `since` the newest stored event, except once a day
+known from before are asked only `since` that same point, except once a day
 (`full_sync_s`), when everything is reconciled afresh."""
 
 from __future__ import annotations
@@ -76,12 +78,18 @@ class PeerProgress:
 
     synced: PeerPlan = field(default_factory=PeerPlan)  # values whose history was fetched
     newest: int | None = None  # newest created_at stored from this peer
+    reconciled_at: float | None = None  # start of the last history pass that completed
     last_full: float | None = None
     speaks_negentropy: bool | None = None
 
     def stored(self, created_at: int) -> None:
         if self.newest is None or created_at > self.newest:
             self.newest = created_at
+
+    def since(self) -> int | None:
+        """Before this, everything the peer had was reconciled (None: nothing yet)."""
+        points = [p for p in (self.newest, self.reconciled_at) if p is not None]
+        return int(max(points)) if points else None
 
 
 @dataclass
@@ -118,11 +126,14 @@ class PeerSession:
             self.changed.clear()
             plan = self.plan()
             new = plan.minus(progress.synced)
-            since = None if progress.newest is None else progress.newest - limits.since_overlap_s
+            began = self.clock()
+            known = progress.since()
+            since = None if known is None else known - limits.since_overlap_s
             await self._history(new.filters(limits.values_per_filter))
             if first and not full:  # after a reconnect: what is known, only since the newest
                 await self._history(plan.minus(new).filters(limits.values_per_filter, since))
             progress.synced = progress.synced.union(new)
+            progress.reconciled_at = began
             if full:
                 progress.last_full = self.clock()
             first = False
@@ -218,7 +229,8 @@ class PeerSession:
 
     # --- live ----------------------------------------------------------------------------
     async def _subscribe(self, plan: PeerPlan) -> None:
-        since = self.progress.newest if self.progress.newest is not None else int(self.clock())
+        known = self.progress.since()
+        since = known if known is not None else int(self.clock())
         filters = plan.filters(self.limits.values_per_filter, since - self.limits.since_overlap_s)
         reqs = chunks_of(filters, self.limits.filters_per_req)
         for n, group in enumerate(reqs):
