@@ -149,6 +149,7 @@ class Settings(BaseSettings):
         60, ge=0, description="live subscriptions and reconnects ask from the newest stored event minus this")
     peer_filter_values: int = Field(100, ge=1, le=10000, description="values (#d, #a, #e, ids ...) per filter")
     peer_filters_per_req: int = Field(10, ge=1, description="filters per live REQ sent to a peer")
+    peer_live_max_reqs: int = Field(20, ge=1, description="live REQs open per peer, below its max_subscriptions")
     peer_req_page_limit: int = Field(
         500, ge=1, description="limit of each REQ page when a peer without NIP-77 is paged by until")
     peer_request_timeout_s: float = Field(30, gt=0, description="a peer's silence while a REQ is answered")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -41,11 +41,15 @@ class MemoryRelay:
     sent: list[list[Any]] = field(default_factory=list)
     out: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    #: the CLOSED reason every live REQ gets (a relay short of subscription slots), or None
+    live_refusal: str | None = None
 
     async def send(self, text: str) -> None:
         frame = json.loads(text)
         self.sent.append(frame)
-        if frame[0] == "REQ":
+        if frame[0] == "REQ" and self.live_refusal is not None and frame[1].startswith("grasp-live"):
+            self.out.put_nowait(json.dumps(["CLOSED", frame[1], self.live_refusal]))
+        elif frame[0] == "REQ":
             for raw in frame[2:]:
                 filt = Filter.from_dict({k: v for k, v in raw.items() if k != "limit"})
                 found = sorted((e for e in self.events if filt.matches(e)), key=lambda e: (-e.created_at, e.id))
@@ -198,3 +202,48 @@ async def test_a_plan_that_grows_fetches_only_the_new_values() -> None:
     assert set(ours.accepted) == {e.id for e in theirs + more}
     new_opens = [f for f in relay.sent if f[0] == "NEG-OPEN"][opened:]
     assert new_opens and all(other in json.dumps(f[2]) and COORD not in json.dumps(f[2]) for f in new_opens)
+
+
+async def test_a_live_req_the_peer_closes_for_lack_of_slots_does_not_pause_the_peer() -> None:
+    """"rate-limited: too many subscriptions" on a live REQ loses that REQ until the next
+    re-plan; it is no rate limit on the peer: the session goes on, and a plan that grows is
+    still fetched (before, the session raised RateLimited and the peer cooled off for 300 s)."""
+    theirs = issues(20)
+    other = f"30617:{'cd' * 32}:other"
+    more = [sign_event(os.urandom(32).hex(), 1621, "x", [["a", other]], 1_650_000_000)]
+    relay = MemoryRelay(theirs + more, live_refusal="rate-limited: too many subscriptions (max 50)")
+    ours = Ours()
+    plan = [PLAN]
+    changed = asyncio.Event()
+    session = PeerSession("ws://peer", relay, LIMITS, ours, ours.hooks(), lambda: plan[0], changed, PeerProgress())
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(ours.synced.wait(), 10)
+        ours.synced.clear()
+        plan[0] = PeerPlan(coordinates=frozenset({COORD, other}))
+        changed.set()
+        await asyncio.wait_for(ours.synced.wait(), 10)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert set(ours.accepted) == {e.id for e in theirs + more}
+
+
+async def test_live_reqs_stay_within_the_cap_however_big_the_plan() -> None:
+    coords = frozenset(f"30617:{'ab' * 32}:repo{n}" for n in range(30))
+    limits = replace(LIMITS, values_per_filter=1, filters_per_req=2, live_max_reqs=3)
+    relay = MemoryRelay([])
+    ours = Ours()
+    session = PeerSession("ws://peer", relay, limits, ours, ours.hooks(), lambda: PeerPlan(coordinates=coords),
+                          asyncio.Event(), PeerProgress())
+    task = asyncio.create_task(session.run())
+    try:
+        await asyncio.wait_for(ours.synced.wait(), 10)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    live = {f[1] for f in relay.sent if f[0] == "REQ" and f[1].startswith("grasp-live")}
+    assert len(live) == 3

@@ -64,12 +64,16 @@ class SessionLimits:
     frame_max_bytes: int
     max_records: int
     query_budget_s: float
+    #: live REQs held open at once: a peer allows a few dozen subscriptions (ours: 50), and a
+    #: plan that needs more leaves the rest to the next reconnect and the daily reconciliation
+    live_max_reqs: int = 20
 
     @classmethod
     def from_settings(cls, s: Any) -> SessionLimits:
         return cls(s.peer_filter_values, s.peer_filters_per_req, s.peer_req_page_limit, s.peer_request_timeout_s,
                    s.peer_negentropy_timeout_s, s.peer_since_overlap_s, s.peer_full_sync_s,
-                   s.negentropy_frame_max_bytes, s.negentropy_max_records, s.negentropy_query_budget_s)
+                   s.negentropy_frame_max_bytes, s.negentropy_max_records, s.negentropy_query_budget_s,
+                   s.peer_live_max_reqs)
 
 
 @dataclass
@@ -233,6 +237,10 @@ class PeerSession:
         since = known if known is not None else int(self.clock())
         filters = plan.filters(self.limits.values_per_filter, since - self.limits.since_overlap_s)
         reqs = chunks_of(filters, self.limits.filters_per_req)
+        if len(reqs) > self.limits.live_max_reqs:
+            left = sum(len(group) for group in reqs[self.limits.live_max_reqs:])
+            reqs = reqs[:self.limits.live_max_reqs]
+            log.info("peer_live_truncated", peer=self.url, filters_left_to_history=left)
         for n, group in enumerate(reqs):
             await self._send(["REQ", f"{LIVE_SUB}-{n}", *group])
         for n in range(len(reqs), self._live_reqs):
@@ -276,7 +284,7 @@ class PeerSession:
             frame = self._parse(await asyncio.wait_for(self.ws.recv(), timeout))
             if frame is None:
                 continue
-            if frame.kind == "EVENT":
+            if frame.kind == "EVENT" or _live_closed(frame):
                 key = await self._dispatch(frame)
                 if collect is not None and key is not None and frame.sub_id == collect[0]:
                     collect[1].append(key)
@@ -289,10 +297,13 @@ class PeerSession:
         """An event for one of our subscriptions goes to `accept`; returns its (created_at, id)
         when it looks like an event at all. A rate-limit notice during live reading ends it."""
         if frame.kind != "EVENT":
+            # a live REQ the peer closed (too many subscriptions, say) is lost until the next
+            # re-plan; it is no reason to pause the whole peer, whose history goes on
+            if _live_closed(frame):
+                log.info("peer_live_closed", peer=self.url, sub_id=frame.sub_id, reason=frames.text(frame)[:200])
+                return None
             if frames.is_rate_limited(frame):
                 raise RateLimited(frames.text(frame))
-            if frame.kind == "CLOSED" and frame.sub_id.startswith(LIVE_SUB):  # until the next re-plan
-                log.info("peer_live_closed", peer=self.url, sub_id=frame.sub_id, reason=frames.text(frame)[:200])
             return None
         if not frame.sub_id.startswith("grasp-") or not frame.body:
             return None
@@ -304,6 +315,10 @@ class PeerSession:
         if stored_at is not None:
             self.progress.stored(stored_at)
         return key
+
+
+def _live_closed(frame: Frame) -> bool:
+    return frame.kind == "CLOSED" and frame.sub_id.startswith(LIVE_SUB)
 
 
 def chunks_of(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
