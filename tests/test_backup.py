@@ -188,15 +188,14 @@ def test_backup_refuses_a_non_empty_destination_and_a_missing_store(tmp_path: Pa
 async def test_backup_keeps_released_contributor_pr_refs(start_daemon, tmp_path: Path) -> None:
     """GRASP-06: a released PR's ref in `/prs/` is in the snapshot, one nobody signed is not,
     and a relay started from the snapshot serves the first at the same tip."""
-    from tests.test_git_flows import announce_and_state, ids_served, repo_url
+    from tests.test_git_flows import ids_served
     from tests.test_prs_daemon import contributor_pr, prs_url
+    from tests.test_push_integrity import served_repo
 
     daemon = start_daemon(grasp06_enabled="true")
-    work = make_repo(tmp_path / "work", commits=1)
     client = await Client.connect(daemon.ws_url)
     try:
-        await announce_and_state(client, daemon, ALICE, "repo", {"refs/heads/main": rev(work)})
-        assert push(work, repo_url(daemon, ALICE, "repo"), "main").returncode == 0
+        work, _, _ = await served_repo(client, daemon, tmp_path, "repo")
         url = prs_url(daemon, CAROL, "repo")
         tip = commit(work, "feature.txt")
         pr = contributor_pr(CAROL, pubkey_of(ALICE), "repo", tip, url)

@@ -99,8 +99,9 @@ class Ours:
                             on_bytes=lambda n: None)
 
 
-async def run_until_synced(relay: MemoryRelay, ours: Ours, progress: PeerProgress, now: float = 1e9) -> None:
-    session = PeerSession("ws://peer", relay, LIMITS, ours, ours.hooks(), lambda: PLAN, asyncio.Event(), progress,
+async def run_until_synced(relay: MemoryRelay, ours: Ours, progress: PeerProgress, now: float = 1e9,
+                           limits: SessionLimits = LIMITS, plan: PeerPlan = PLAN) -> None:
+    session = PeerSession("ws://peer", relay, limits, ours, ours.hooks(), lambda: plan, asyncio.Event(), progress,
                           clock=lambda: now)
     ours.synced.clear()
     task = asyncio.create_task(session.run())
@@ -235,15 +236,6 @@ async def test_live_reqs_stay_within_the_cap_however_big_the_plan() -> None:
     coords = frozenset(f"30617:{'ab' * 32}:repo{n}" for n in range(30))
     limits = replace(LIMITS, values_per_filter=1, filters_per_req=2, live_max_reqs=3)
     relay = MemoryRelay([])
-    ours = Ours()
-    session = PeerSession("ws://peer", relay, limits, ours, ours.hooks(), lambda: PeerPlan(coordinates=coords),
-                          asyncio.Event(), PeerProgress())
-    task = asyncio.create_task(session.run())
-    try:
-        await asyncio.wait_for(ours.synced.wait(), 10)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await run_until_synced(relay, Ours(), PeerProgress(), limits=limits, plan=PeerPlan(coordinates=coords))
     live = {f[1] for f in relay.sent if f[0] == "REQ" and f[1].startswith("grasp-live")}
     assert len(live) == 3

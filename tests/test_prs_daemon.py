@@ -13,8 +13,8 @@ from pathlib import Path
 from storage.nostr.event import Event, sign_event
 from tests.daemon import ALICE, BOB, CAROL, Client, Daemon, now, npub_of, pubkey_of, wait_for
 from tests.gitutil import commit, git, make_repo, push, remote_refs, rev
-from tests.test_git_flows import announce_and_state, ids_served, repo_url
-from tests.test_push_integrity import Z, commands, fetchable_by_id, pack_of, raw_post
+from tests.test_git_flows import ids_served, repo_url
+from tests.test_push_integrity import Z, commands, fetchable_by_id, pack_of, raw_post, served_repo
 
 
 def prs_url(daemon: Daemon, secret: str, identifier: str) -> str:
@@ -66,11 +66,9 @@ async def test_unknown_path_answers_as_an_empty_repo_and_creates_nothing(start_d
 
 async def test_contributor_pr_is_released_and_mirrored_into_the_owner_repo(start_daemon, tmp_path: Path) -> None:
     daemon = start_daemon(grasp06_enabled="true")
-    work = make_repo(tmp_path / "work", commits=1)
     client = await Client.connect(daemon.ws_url)
     try:
-        await announce_and_state(client, daemon, ALICE, "repo", {"refs/heads/main": rev(work)})
-        assert push(work, repo_url(daemon, ALICE, "repo"), "main").returncode == 0
+        work, _, _ = await served_repo(client, daemon, tmp_path, "repo")
         owner = pubkey_of(ALICE)
         url = prs_url(daemon, CAROL, "repo")
         # push first: the tip waits, unserved, until the PR event names it
@@ -137,11 +135,9 @@ async def test_pr_for_a_repo_not_served_here_is_taken_through_its_prs_url(start_
 
 async def test_mismatching_signer_d_or_tip_removes_the_ref(start_daemon, tmp_path: Path) -> None:
     daemon = start_daemon(grasp06_enabled="true")
-    work = make_repo(tmp_path / "work", commits=1)
     client = await Client.connect(daemon.ws_url)
     try:
-        await announce_and_state(client, daemon, ALICE, "repo", {"refs/heads/main": rev(work)})
-        assert push(work, repo_url(daemon, ALICE, "repo"), "main").returncode == 0
+        work, _, _ = await served_repo(client, daemon, tmp_path, "repo")
         owner = pubkey_of(ALICE)
         tip = commit(work, "x.txt")
         wrong = commit(work, "y.txt")
